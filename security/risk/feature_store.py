@@ -342,7 +342,8 @@ class FeatureStore:
             values["amount_ratio_p95"] = (tx.amount / top).quantize(Decimal("0.0001")) if top > 0 else None
             z = robust_z(tx.amount, history)
             values["amount_robust_z"] = z.quantize(Decimal("0.0001")) if z is not None else None
-            explanations["amount_ratio_p95"] = f"95th percentile of {len(history)} earlier amounts: {top}"
+            shown = format(top.normalize(), "f")
+            explanations["amount_ratio_p95"] = f"95th percentile of {len(history)} earlier amounts: {shown}"
         else:
             values["amount_p95"] = values["amount_ratio_p95"] = values["amount_robust_z"] = None
         for label, span in (("1h", HOUR), ("24h", DAY)):
@@ -403,13 +404,15 @@ class FeatureStore:
         """Features for an account change (e-mail, phone, password, MFA, device)."""
         explanations: dict[str, str] = {}
         values: dict[str, FeatureValue] = {"change": change}
-        values["changes_24h"] = self._session.scalar(
+        earlier = self._session.scalar(
             select(func.count()).select_from(RiskEvent).where(and_(
                 RiskEvent.account_id == account.id, RiskEvent.kind == EventKind.ACCOUNT_CHANGE,
                 RiskEvent.change.in_(sorted(SENSITIVE_CHANGES)),
                 RiskEvent.occurred_at > occurred_at - DAY, RiskEvent.occurred_at <= occurred_at,
             ))
         ) or 0
+        # This change included, like the transaction velocity counts.
+        values["changes_24h"] = earlier + int(change in SENSITIVE_CHANGES)
         values.update(self._place_features(account.id, ctx, occurred_at, explanations))
         values["ip_deny_listed"] = self._deny_listed(DenyListKind.IP, ctx.ip, received_at)
         values["home_country"] = account.home_country

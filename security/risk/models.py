@@ -88,6 +88,7 @@ class Assessment(Base):
     occurred_at: Mapped[Timestamp]
     created_at: Mapped[Timestamp] = mapped_column(index=True)
 
+    event: Mapped[RiskEvent] = relationship()
     results: Mapped[list[RuleResultRow]] = relationship(
         back_populates="assessment", order_by="RuleResultRow.id", cascade="all, delete-orphan"
     )

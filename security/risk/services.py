@@ -530,7 +530,7 @@ class RiskService:
         )
         self._session.add(event)
         row = AssessmentRow(
-            id=uuid.uuid4(), event_pk=event.id, account_id=account_id, kind=kind,
+            id=uuid.uuid4(), event=event, account_id=account_id, kind=kind,
             score=outcome.assessment.score, band=outcome.assessment.band,
             decision=outcome.assessment.decision, final_decision=outcome.decision,
             ruleset_version=outcome.assessment.ruleset_version, features=features_to_json(features),

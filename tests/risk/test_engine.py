@@ -27,7 +27,7 @@ BOUNDARIES: list[tuple[str, EventKind, dict[str, FeatureValue], dict[str, Featur
     ("login.new_country", LOGIN, {"is_new_country": True}, {"is_new_country": False}),
     ("login.impossible_travel", LOGIN, {"travel_speed_kmh": 900.01}, {"travel_speed_kmh": 900.0}),
     ("login.impossible_travel", TX, {"travel_speed_kmh": 5000.0}, {"travel_speed_kmh": None}),
-    ("login.unfamiliar", LOGIN, {"familiarity_log10": 0.001}, {"familiarity_log10": 0.0}),
+    ("login.unfamiliar", LOGIN, {"familiarity_log10": 0.501}, {"familiarity_log10": 0.5}),
     ("login.unfamiliar", LOGIN, {"familiarity_log10": 1.0, "successful_login_count": 3},
      {"familiarity_log10": 1.0, "successful_login_count": 2}),
     ("any.ip_deny_listed", CHANGE, {"ip_deny_listed": True}, {"ip_deny_listed": False}),
