@@ -118,15 +118,20 @@ class FeatureStore:
     # --- common -------------------------------------------------------------------------------
 
     def _deny_listed(self, kind: DenyListKind, value: str | None, at: datetime) -> bool:
-        if not value:
-            return False
-        found = self._session.scalar(
-            select(DenyListEntry.id).where(
-                DenyListEntry.kind == kind, DenyListEntry.value == value.strip().lower(),
+        return kind in self._deny_listed_many([(kind, value)], at)
+
+    def _deny_listed_many(self, items: Sequence[tuple[DenyListKind, str | None]], at: datetime) -> set[str]:
+        """Return the kinds among ``items`` whose value is on the deny list (one query)."""
+        wanted = [(kind, value.strip().lower()) for kind, value in items if value]
+        if not wanted:
+            return set()
+        found = self._session.execute(
+            select(DenyListEntry.kind, DenyListEntry.value).where(
+                or_(*(and_(DenyListEntry.kind == kind, DenyListEntry.value == value) for kind, value in wanted)),
                 or_(DenyListEntry.expires_at.is_(None), DenyListEntry.expires_at > at),
             )
-        )
-        return found is not None
+        ).all()
+        return {row.kind for row in found}
 
     def _counts(self, scopes: Iterable[str], levels: Iterable[str], values: Iterable[str]) -> dict[
         tuple[str, str, str], FamiliarityCount
@@ -364,9 +369,10 @@ class FeatureStore:
         values["is_new_payee"] = earlier_payee is None
         values["destination_country"] = tx.destination_country
         values["home_country"] = account.home_country
-        values["destination_deny_listed"] = self._deny_listed(
-            DenyListKind.ADDRESS, tx.destination_address, received_at)
-        values["ip_deny_listed"] = self._deny_listed(DenyListKind.IP, ctx.ip, received_at)
+        listed = self._deny_listed_many(
+            [(DenyListKind.ADDRESS, tx.destination_address), (DenyListKind.IP, ctx.ip)], received_at)
+        values["destination_deny_listed"] = DenyListKind.ADDRESS in listed
+        values["ip_deny_listed"] = DenyListKind.IP in listed
         values["account_age_days"] = _age_days(account, occurred_at)
         hours, what = self._since_sensitive_change(account, occurred_at)
         values["hours_since_sensitive_change"] = hours
