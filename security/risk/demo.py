@@ -132,7 +132,7 @@ class Demo:
     """Drives the real services through a synthetic week on a frozen clock."""
 
     def __init__(self, rt: Runtime, ruleset: RuleSet, *, start: datetime, seed: int,
-                 session_factory: Callable[[], Session]) -> None:
+                 session_factory: Callable[[], Session], daily_logins: tuple[int, int] = (1, 3)) -> None:
         self._rt = rt
         self._ruleset = ruleset
         self._clock = FrozenClock(start)
@@ -140,6 +140,7 @@ class Demo:
         self._rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
         self._factory = session_factory
         self._events = 0
+        self._daily_logins = daily_logins
         self.cast = personas(self._rng)
 
     @contextmanager
@@ -215,7 +216,7 @@ class Demo:
         rng = self._rng
         moments: list[tuple[datetime, str, Persona]] = []
         for p in self.cast:
-            for _ in range(rng.randint(1, 3)):
+            for _ in range(rng.randint(*self._daily_logins)):
                 moments.append((day + timedelta(minutes=rng.randint(7 * 60, 23 * 60)), "login", p))
             for _ in range(rng.choice([0, 0, 1, 1, 2])):
                 moments.append((day + timedelta(minutes=rng.randint(8 * 60, 22 * 60)), "tx", p))

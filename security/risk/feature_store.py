@@ -196,38 +196,50 @@ class FeatureStore:
         return values, score.explain()
 
     def record_successful_login(self, account_id: str, ctx: Context) -> None:
-        """Add a successful login to the familiarity counters (global and the account's own)."""
-        for scope in (GLOBAL_SCOPE, account_id):
-            for levels, values in ctx.hierarchies().values():
-                self._bump_hierarchy(scope, levels, values)
-            if ctx.device_id:
-                self._bump_hierarchy(scope, (DEVICE_LEVEL,), (ctx.device_id,))
-            if ctx.country and not ctx.ip:  # the IP hierarchy already carries the country
-                self._bump_hierarchy(scope, (IP_LEVELS[2],), (ctx.country.upper(),))
-        self._bump_hierarchy(GLOBAL_SCOPE, (USER_LEVEL,), (account_id,))
+        """Add a successful login to the familiarity counters (global and the account's own).
 
-    def _bump_hierarchy(self, scope: str, levels: Sequence[str], values: Sequence[str]) -> None:
-        keys = [value_key(v) for v in values]
-        new_finest = self._bump(scope, levels[0], keys[0]) == 1
-        self._bump(scope, levels[0], TOTAL_ROW, children=int(new_finest))
-        for level, key in zip(levels[1:], keys[1:], strict=True):
-            new_value = self._bump(scope, level, key, children=int(new_finest)) == 1
-            self._bump(scope, level, TOTAL_ROW, children=int(new_value))
-
-    def _bump(self, scope: str, level: str, value: str, *, children: int = 0) -> int:
-        """Atomically add one to a counter row (creating it) and return the new count."""
-        insert = sqlite_insert if is_sqlite(self._session) else pg_insert
-        row = FamiliarityCount
-        statement = (
-            insert(row)
-            .values(scope=scope, level=level, value=value, count=1, children=children)
-            .on_conflict_do_update(
-                index_elements=[row.scope, row.level, row.value],
-                set_={"count": row.count + 1, "children": row.children + children},
-            )
-            .returning(row.count)
+        One read and one multi-row upsert. ``children`` (distinct values, for smoothing) grows when a
+        value is new in its scope; two concurrent first sightings of the same value may both count it,
+        which only nudges a smoothing constant. Rows are written in key order so concurrent upserts
+        lock them in the same order (no deadlocks).
+        """
+        hierarchies: list[tuple[Sequence[str], Sequence[str]]] = list(ctx.hierarchies().values())
+        if ctx.device_id:
+            hierarchies.append(((DEVICE_LEVEL,), (ctx.device_id,)))
+        if ctx.country and not ctx.ip:  # the IP hierarchy already carries the country
+            hierarchies.append(((IP_LEVELS[2],), (ctx.country.upper(),)))
+        scoped = [(scope, levels, [value_key(v) for v in values])
+                  for scope in (GLOBAL_SCOPE, account_id) for levels, values in hierarchies]
+        scoped.append((GLOBAL_SCOPE, (USER_LEVEL,), [account_id]))
+        existing = self._counts(
+            {account_id, GLOBAL_SCOPE},
+            {lvl for _, levels, _ in scoped for lvl in levels},
+            {v for _, _, values in scoped for v in values},
         )
-        return int(self._session.execute(statement).scalar_one())
+        deltas: dict[tuple[str, str, str], list[int]] = {}
+
+        def add(key: tuple[str, str, str], children: int) -> None:
+            delta = deltas.setdefault(key, [0, 0])
+            delta[0] += 1
+            delta[1] += children
+
+        for scope, levels, values in scoped:
+            new_finest = (scope, levels[0], values[0]) not in existing
+            add((scope, levels[0], values[0]), 0)
+            add((scope, levels[0], TOTAL_ROW), int(new_finest))
+            for level, value in zip(levels[1:], values[1:], strict=True):
+                add((scope, level, value), int(new_finest))
+                add((scope, level, TOTAL_ROW), int((scope, level, value) not in existing))
+        insert = sqlite_insert if is_sqlite(self._session) else pg_insert
+        rows = [{"scope": k[0], "level": k[1], "value": k[2], "count": d[0], "children": d[1]}
+                for k, d in sorted(deltas.items())]
+        statement = insert(FamiliarityCount)
+        # executemany of one cached statement (a multi-row VALUES would be recompiled per row count).
+        self._session.execute(statement.on_conflict_do_update(
+            index_elements=[FamiliarityCount.scope, FamiliarityCount.level, FamiliarityCount.value],
+            set_={"count": FamiliarityCount.count + statement.excluded.count,
+                  "children": FamiliarityCount.children + statement.excluded.children},
+        ), rows)
 
     def _travel(self, account_id: str, ctx: Context, occurred_at: datetime) -> tuple[
         float | None, float | None, str | None
