@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -22,7 +23,7 @@ def test_familiar_login_is_allowed_and_explained(flows, db_session):
     assert body["risk"] == {"score": 0, "band": "low"}
     assert body["lock"] is None
     # Every applicable rule was stored for the assessment, with the ruleset version.
-    assessment = db_session.get(Assessment, __import__("uuid").UUID(body["assessment_id"]))
+    assessment = db_session.get(Assessment, uuid.UUID(body["assessment_id"]))
     rules = db_session.scalars(select(RuleResultRow.rule_id).where(
         RuleResultRow.assessment_id == assessment.id)).all()
     assert "login.impossible_travel" in rules and "login.unfamiliar" in rules
@@ -123,7 +124,7 @@ def test_ip_throttle_429_never_locks_victims(flows, clock, db_session):
     throttled = flows.login("victim-0", password=PASSWORD, **attacker)
     assert throttled.status_code == 429
     assert throttled.mimetype == "application/problem+json"
-    assert throttled.get_json()["code"] == "ip_throttled" or "ip_throttled" in throttled.get_json()["type"]
+    assert throttled.get_json()["type"].endswith("ip_throttled")
     retry_after = int(throttled.headers["Retry-After"])
     # The oldest of the 20 failures was 60 s ago: 540 s left in the 600 s window.
     assert retry_after == 540
