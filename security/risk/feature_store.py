@@ -145,10 +145,13 @@ class FeatureStore:
         )
         return {(r.scope, r.level, r.value): r for r in rows}
 
-    def _seen(self, account_id: str, level: str, value: str | None) -> bool | None:
+    def _seen(self, account_id: str, level: str, value: str | None,
+              counts: dict[tuple[str, str, str], FamiliarityCount] | None = None) -> bool | None:
+        """Whether the account used ``value`` at ``level`` before (None when the value is unknown)."""
         if not value:
             return None
-        row = self._session.get(FamiliarityCount, (account_id, level, value_key(value)))
+        key = (account_id, level, value_key(value))
+        row = counts.get(key) if counts is not None else self._session.get(FamiliarityCount, key)
         return row is not None and row.count > 0
 
     def _population(self, counts: dict[tuple[str, str, str], FamiliarityCount], scope: str,
@@ -168,11 +171,19 @@ class FeatureStore:
                                       exact_within=min(exact, count)))
         return PopulationStats(total=total, exact=exact, distinct=distinct, levels=tuple(coarser))
 
-    def familiarity_features(self, account_id: str, ctx: Context) -> tuple[dict[str, FeatureValue], str | None]:
-        """Return ``familiarity_log10`` and ``successful_login_count`` (+ an explanation)."""
+    def familiarity_features(self, account_id: str, ctx: Context) -> tuple[
+        dict[str, FeatureValue], str | None, dict[tuple[str, str, str], FamiliarityCount]
+    ]:
+        """Return ``familiarity_log10`` and ``successful_login_count``, an explanation, and the counter
+        rows read (they also answer "new device?" and "new country?" without another query)."""
         hierarchies = ctx.hierarchies()
-        all_levels = [lvl for levels, _ in hierarchies.values() for lvl in levels] + [USER_LEVEL]
+        all_levels = [lvl for levels, _ in hierarchies.values() for lvl in levels] + [USER_LEVEL, DEVICE_LEVEL]
         all_values = [value_key(v) for _, values in hierarchies.values() for v in values] + [account_id]
+        if ctx.device_id:
+            all_values.append(value_key(ctx.device_id))
+        if ctx.country:
+            all_levels.append(IP_LEVELS[2])
+            all_values.append(ctx.country.upper())
         counts = self._counts([GLOBAL_SCOPE, account_id], all_levels, all_values)
         user_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, account_id))
         total_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, TOTAL_ROW))
@@ -180,7 +191,7 @@ class FeatureStore:
         values: dict[str, FeatureValue] = {"successful_login_count": user_logins}
         if total_row is None or total_row.count == 0 or not hierarchies:
             values["familiarity_log10"] = None
-            return values, None
+            return values, None, counts
         weights = {"ip": IP_WEIGHTS, "ua": UA_WEIGHTS}
         evidence = [
             FeatureEvidence(
@@ -193,7 +204,7 @@ class FeatureStore:
         score = familiarity(evidence, users=max(total_row.children, 1), user_logins=user_logins,
                             all_logins=total_row.count)
         values["familiarity_log10"] = round(score.log10_score, 4)
-        return values, score.explain()
+        return values, score.explain(), counts
 
     def record_successful_login(self, account_id: str, ctx: Context) -> None:
         """Add a successful login to the familiarity counters (global and the account's own).
@@ -311,8 +322,8 @@ class FeatureStore:
         else:
             values["failed_logins_ip_window"] = None
             values["distinct_accounts_ip_window"] = None
-        values.update(self._place_features(account_id, ctx, occurred_at, explanations))
-        familiar, explanation = self.familiarity_features(account_id, ctx)
+        familiar, explanation, counts = self.familiarity_features(account_id, ctx)
+        values.update(self._place_features(account_id, ctx, occurred_at, explanations, counts))
         values.update(familiar)
         if explanation:
             explanations["familiarity_log10"] = explanation
@@ -322,10 +333,13 @@ class FeatureStore:
         return Features(values, explanations=explanations)
 
     def _place_features(self, account_id: str, ctx: Context, occurred_at: datetime,
-                        explanations: dict[str, str]) -> dict[str, FeatureValue]:
+                        explanations: dict[str, str],
+                        counts: dict[tuple[str, str, str], FamiliarityCount] | None = None,
+                        ) -> dict[str, FeatureValue]:
         values: dict[str, FeatureValue] = {}
-        seen_device = self._seen(account_id, DEVICE_LEVEL, ctx.device_id)
-        seen_country = self._seen(account_id, IP_LEVELS[2], ctx.country.upper() if ctx.country else None)
+        seen_device = self._seen(account_id, DEVICE_LEVEL, ctx.device_id, counts)
+        seen_country = self._seen(account_id, IP_LEVELS[2], ctx.country.upper() if ctx.country else None,
+                                  counts)
         values["is_new_device"] = None if seen_device is None else not seen_device
         values["is_new_country"] = None if seen_country is None else not seen_country
         values["country"] = ctx.country.upper() if ctx.country else None
