@@ -180,6 +180,8 @@ def demo(seed: int, force: bool) -> None:
     for key, count in sorted(report.decisions.items()):
         click.echo(f"  {key:<32} {count:>6}")
     click.echo(f"  login attempts throttled (429)  {report.throttled:>6}")
+    if report.restricted:
+        click.echo(f"\nRestricted after an unusual payment: {report.restricted}")
     click.echo("\nLocks (case reference, account, kind, status, main reason):")
     for line in report.locks:
         click.echo(f"  {line}")

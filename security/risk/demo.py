@@ -110,6 +110,7 @@ class DemoReport:
     decisions: Counter[str] = field(default_factory=Counter)
     throttled: int = 0
     locks: list[str] = field(default_factory=list)
+    restricted: str | None = None
 
 
 def personas(rng: random.Random) -> list[Persona]:
@@ -203,6 +204,8 @@ class Demo:
                 self._brute_force(start + timedelta(days=day, hours=14), report)
             if day == 3:
                 self._credential_stuffing(start + timedelta(days=day, hours=3), report)
+            if day == DAYS - 1:
+                self._unusual_payment(start + timedelta(days=day, hours=23), report)
             if day == 5:
                 self._takeover(start + timedelta(days=day, hours=22), report)
         with self._session() as session:
@@ -289,6 +292,28 @@ class Demo:
                 self._check(risk, p.account_id, "Summer2025!", self._context(
                     p, ip=STUFFING_IP, country="NL", asn="208294", lat=None, lon=None, device_id=None,
                     user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/119.0"), report)
+
+    def _unusual_payment(self, at: datetime, report: DemoReport) -> None:
+        """An outlier amount to a new payee outside the corridors: held for review, account restricted."""
+        self._clock.set(at)
+        with self._session() as session:
+            # The busiest payer (outside the other stories) has enough history for the amount rules.
+            attacked = {self.cast[0].account_id, self.cast[1].account_id}
+            busiest = session.execute(
+                select(RiskEvent.account_id, func.count()).where(
+                    RiskEvent.kind == EventKind.TRANSACTION, RiskEvent.account_id.not_in(attacked))
+                .group_by(RiskEvent.account_id).order_by(func.count().desc(), RiskEvent.account_id).limit(1)
+            ).first()
+            payer = next(p for p in self.cast if busiest is not None and p.account_id == busiest.account_id)
+            report.restricted = payer.account_id
+            risk, _, _ = self._services(session)
+            body = TransactionEventIn(
+                event_id=self._event_id(), account_id=payer.account_id,
+                amount=str(payer.typical_amount * 12), currency="EUR",
+                destination=DestinationIn(address="0xfeedfacefeedfacefeedfacefeedfacefeedface", country="NG"),
+                occurred_at=at, context=self._context(payer))
+            answer, _ = risk.ingest(EventKind.TRANSACTION, body, client_id=self._client_id)
+            report.decisions[f"{EventKind.TRANSACTION}:{answer['decision']}"] += 1
 
     def _takeover(self, at: datetime, report: DemoReport) -> None:
         """Phished password, new device abroad, e-mail and MFA changes, then a drain."""

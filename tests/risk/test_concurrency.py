@@ -16,7 +16,7 @@ from security.delivery.outbox import Outbox
 from security.entropy import SystemEntropy
 from security.locks.models import Lock, LoginFailureCounter
 from security.locks.services import LockService
-from security.locks.states import LockEvent
+from security.locks.states import LockEvent, LockKind
 from security.permissions import ALL_SCOPES
 from security.risk.models import RiskEvent
 from security.runtime import runtime
@@ -74,7 +74,7 @@ def test_two_simultaneous_releases_one_wins(live_app, clock):
     with rt.session_factory() as session:
         account = Account(id="acc-r", status="active", created_at=clock.now(), updated_at=clock.now())
         session.add(account)
-        lock_id = service(session).place(account, kind="operator", reasons=[], actor="operator:ann").id
+        lock_id = service(session).place(account, kind=LockKind.OPERATOR, reasons=[], actor="operator:ann").id
         session.commit()
     barrier = threading.Barrier(2)
 

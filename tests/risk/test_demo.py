@@ -6,6 +6,7 @@ from collections import Counter
 
 from sqlalchemy import select
 
+from security.accounts.models import Account
 from security.locks.models import Lock
 from security.risk.demo import ACCOUNTS, Demo
 from security.risk.models import RiskEvent, RuleResultRow
@@ -38,6 +39,10 @@ def test_demo_week(app, clock, db_session):
     assert drain.outcome == "block"
     chain = db_session.scalars(select(RuleResultRow.rule_id).where(RuleResultRow.outcome == "hit")).all()
     assert "tx.after_sensitive_change" in chain and "login.credential_stuffing" in chain
+    # 4. An outlier payment abroad to a new payee: held for review, the payer restricted.
+    assert report.decisions["transaction:review"] >= 1
+    assert report.restricted is not None
+    assert db_session.get(Account, report.restricted).status == "restricted"
     # Ordinary traffic dominates and is mostly allowed.
     assert report.decisions["login:allow"] > 200
     assert report.decisions["transaction:allow"] > 100
