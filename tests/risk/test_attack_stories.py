@@ -10,7 +10,7 @@ from security.locks.models import Lock
 from security.risk.models import Assessment, RuleResultRow
 from security.risk.rules import Rule
 from security.risk.views import current_ruleset
-from tests.risk.conftest import webhooks, use_ruleset
+from tests.risk.conftest import use_ruleset, webhooks
 
 ATTACKER = {"ip": "45.155.205.99", "country": "RU", "asn": "204428", "lat": 55.75, "lon": 37.62,
             "device_id": "attacker-box", "user_agent": "python-requests/2.31.0"}
@@ -63,7 +63,7 @@ def test_account_takeover_chain(flows, clock, db_session):
     """Phished password: login from a new place, e-mail and MFA changes, then a drain to a new payee."""
     flows.account("bob")
     flows.warm_up("bob", logins=6, step=timedelta(days=2))
-    for n in range(8):
+    for _ in range(8):
         flows.transaction("bob", amount="80.00", address="0xlandlord", country="DE")
         clock.advance(days=1)
     clock.advance(days=2)  # the last familiar login was days ago: travel is possible, the place is not
