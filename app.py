@@ -1,0 +1,3 @@
+from security import create_app
+
+app = create_app()

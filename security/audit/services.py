@@ -1,0 +1,150 @@
+"""Recording and verifying the audit log.
+
+Entries are buffered on the session and chained when it commits. Appending locks the chain head row, and
+doing it last in every transaction means a transaction never waits for another while holding the head:
+the head lock cannot take part in a deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import event, insert, select, update
+from sqlalchemy.orm import Session
+
+from security.audit.chain import GENESIS_HASH, ChainBreak, ChainRecord, entry_hash, verify_chain
+from security.audit.models import AuditEntry, AuditHead
+from security.clock import Clock
+
+_PENDING_KEY = "foxguard.audit.pending"
+HEAD_ROW_ID = 1
+
+
+@dataclass(frozen=True)
+class _Pending:
+    at: datetime
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    data: dict[str, Any]
+    request_id: str | None
+
+
+class AuditLog:
+    """Append entries to the audit log in the caller's transaction."""
+
+    def __init__(self, session: Session, *, clock: Clock, request_id: str | None = None) -> None:
+        self._session = session
+        self._clock = clock
+        self._request_id = request_id
+
+    def record(
+        self,
+        action: str | StrEnum,
+        *,
+        actor: str,
+        subject_type: str,
+        subject_id: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue an entry; it is chained and written when the session commits (or rolled back with it)."""
+        pending: list[_Pending] = self._session.info.setdefault(_PENDING_KEY, [])
+        pending.append(
+            _Pending(
+                at=self._clock.now(),
+                actor=actor,
+                action=str(action),
+                subject_type=subject_type,
+                subject_id=str(subject_id),
+                data=dict(data or {}),
+                request_id=self._request_id,
+            )
+        )
+
+
+def _write_pending(session: Session) -> None:
+    pending: list[_Pending] = session.info.pop(_PENDING_KEY, [])
+    if not pending:
+        return
+    count = len(pending)
+    # Reserve `count` sequence numbers; the row lock serialises appenders until this transaction ends.
+    row = session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == HEAD_ROW_ID)
+        .values(seq=AuditHead.seq + count)
+        .returning(AuditHead.seq, AuditHead.hash)
+    ).one_or_none()
+    if row is None:
+        raise RuntimeError("audit_head row is missing: the database was not migrated")
+    last_seq, prev_hash = row
+    seq = last_seq - count
+    rows = []
+    for item in pending:
+        seq += 1
+        digest = entry_hash(
+            seq=seq,
+            at=item.at,
+            actor=item.actor,
+            action=item.action,
+            subject_type=item.subject_type,
+            subject_id=item.subject_id,
+            data=item.data,
+            request_id=item.request_id,
+            prev_hash=prev_hash,
+        )
+        rows.append({**item.__dict__, "seq": seq, "prev_hash": prev_hash, "hash": digest})
+        prev_hash = digest
+    session.execute(insert(AuditEntry), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == HEAD_ROW_ID).values(hash=prev_hash))
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_pending_entries(session: Session) -> None:
+    _write_pending(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending_entries(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+def pending_count(session: Session) -> int:
+    """Entries recorded in this transaction and not yet committed (for tests and assertions)."""
+    return len(session.info.get(_PENDING_KEY, []))
+
+
+def _records(session: Session, batch: int = 1000) -> Iterator[ChainRecord]:
+    last = 0
+    while True:
+        entries = session.scalars(
+            select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
+        ).all()
+        if not entries:
+            return
+        for e in entries:
+            yield ChainRecord(
+                seq=e.seq,
+                at=e.at,
+                actor=e.actor,
+                action=e.action,
+                subject_type=e.subject_type,
+                subject_id=e.subject_id,
+                data=e.data,
+                request_id=e.request_id,
+                prev_hash=e.prev_hash,
+                hash=e.hash,
+            )
+        last = entries[-1].seq
+        session.expunge_all()
+
+
+def verify_audit_log(session: Session) -> tuple[int, ChainBreak | None]:
+    """Check the whole chain; return (entries verified, first break or None)."""
+    head = session.get(AuditHead, HEAD_ROW_ID)
+    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    return verify_chain(_records(session), head_seq=head_seq, head_hash=head_hash)

@@ -1,0 +1,12 @@
+"""Every model module, imported so ``Base.metadata`` is complete (Alembic autogenerate, tests).
+
+Add each new slice's models module here.
+"""
+
+from security.accounts import models as accounts_models
+from security.audit import models as audit_models
+from security.clients import models as clients_models
+from security.db import Base
+from security.delivery import outbox as outbox_models
+
+__all__ = ["Base", "accounts_models", "audit_models", "clients_models", "outbox_models"]

@@ -1,0 +1,154 @@
+"""``/openapi.json``: generated from the operations registered with :func:`security.web.api.operation`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, json
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from security.types import ACCOUNT_ID_PATTERN
+from security.web.api import REGISTRY, Operation, openapi_path, operation
+
+bp = Blueprint("openapi", __name__)
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+_CONVERTER_OF = re.compile(r"<(?:(?P<converter>[a-z_]+)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
+PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "account": {"type": "string", "pattern": ACCOUNT_ID_PATTERN, "maxLength": 64},
+    "uuid": {"type": "string", "format": "uuid"},
+    "int": {"type": "integer", "minimum": 0},
+}
+# Hooks other slices use to add top-level sections (e.g. the `webhooks` payload schemas).
+EXTRA_SECTIONS: list[Any] = []
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error is returned."""
+
+    model_config = ConfigDict(title="Problem")
+
+    type: str = Field(description="Stable URI identifying the problem kind")
+    title: str
+    status: int
+    code: str = Field(description="Stable machine-readable code (the last segment of `type`)")
+    detail: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(default=None, description="Per-field validation errors")
+    retry_after: int | None = None
+
+
+STANDARD_ERRORS = {
+    400: "Malformed request (e.g. invalid JSON)",
+    413: "Body too large",
+    415: "Body is not JSON",
+    422: "Body or query parameters fail validation",
+}
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}},
+    }
+
+
+def _operation_spec(op: Operation, params: list[tuple[str, str | None]]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "operationId": op.endpoint.replace(".", "_"),
+        "summary": op.summary,
+        "tags": list(op.tags),
+        "responses": {},
+    }
+    if op.description:
+        spec["description"] = op.description
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PARAM_SCHEMAS.get(converter or "", {"type": "string"}),
+        }
+        for name, converter in params
+    ]
+    if op.query is not None:
+        schema = op.query.model_json_schema(ref_template=REF_TEMPLATE)
+        required = set(schema.get("required", []))
+        for name, prop in schema.get("properties", {}).items():
+            parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+    if parameters:
+        spec["parameters"] = parameters
+    if op.body is not None:
+        spec["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=op.body.__name__)}}},
+        }
+    ok: dict[str, Any] = {"description": op.summary}
+    if op.response is not None:
+        ok["content"] = {op.response_media_type: {"schema": {"$ref": REF_TEMPLATE.format(model=op.response.__name__)}}}
+    for success in (op.status, *op.also):
+        spec["responses"][str(success)] = ok
+    errors: dict[int, str] = {}
+    if op.body is not None or op.query is not None:
+        errors.update(STANDARD_ERRORS)
+    if op.auth is not None:
+        errors[401] = "Missing, invalid or revoked credentials"
+        errors[403] = "Credentials lack the required permission"
+        spec["security"] = op.auth.openapi_security()
+    if params:
+        errors[404] = "No such resource"
+    errors[503] = "Database unavailable; nothing was changed"
+    errors.update(op.errors)
+    for status, description in sorted(errors.items()):
+        spec["responses"][str(status)] = _problem_response(description)
+    spec["responses"]["default"] = _problem_response("Unexpected error")
+    return spec
+
+
+def build_openapi(app: Flask) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for every registered operation that ``app`` serves."""
+    served = set(app.view_functions)
+    operations = [op for op in REGISTRY if op.endpoint in served]
+    models: dict[str, type[BaseModel]] = {"Problem": Problem}
+    for op in operations:
+        for model in (op.body, op.response):
+            if model is not None:
+                models[model.__name__] = model
+    _, defs = models_json_schema(
+        [(m, "validation") for m in models.values()], ref_template=REF_TEMPLATE
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        path, _ = openapi_path(op.rule)
+        params = [(m.group("name"), m.group("converter")) for m in _CONVERTER_OF.finditer(op.rule)]
+        paths.setdefault(path, {})[op.method.lower()] = _operation_spec(op, params)
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Foxguard account-security API",
+            "version": "1.0.0",
+            "description": "Risk scoring, locks, appeals and recovery for wallet accounts. "
+            "Errors are RFC 9457 application/problem+json.",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "clientKey": {"type": "http", "scheme": "bearer", "description": "Service client API key"},
+            },
+        },
+    }
+    for extend in EXTRA_SECTIONS:
+        extend(document)
+    return document
+
+
+@operation(bp, "/openapi.json", summary="This API's OpenAPI document", tags=["operations"])
+def openapi_document() -> Response:
+    cached = current_app.extensions.get("foxguard.openapi")
+    if cached is None:
+        cached = json.dumps(build_openapi(current_app))
+        current_app.extensions["foxguard.openapi"] = cached
+    return Response(cached, mimetype="application/json")

@@ -1,0 +1,62 @@
+"""One database session per request; the request commits it.
+
+Services only add and flush. A view that returns normally has its work committed before the response
+leaves; if the commit fails, the client gets the error instead of a success it cannot trust. A raised
+error rolls everything back (see ``problems.init_app``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, current_app, g
+from sqlalchemy.orm import Session
+
+from security.runtime import runtime
+
+log = logging.getLogger("security.web")
+
+
+def request_session() -> Session:
+    """The session of the current request, opened on first use."""
+    session: Session | None = g.get("db_session")
+    if session is None:
+        session = runtime(current_app).session_factory()
+        g.db_session = session
+    return session
+
+
+def abandon_request_session() -> None:
+    """Roll back whatever the request did (called when an error is raised)."""
+    session: Session | None = g.get("db_session")
+    g.db_rollback = True
+    if session is not None:
+        try:
+            session.rollback()
+        except Exception:  # the connection may be gone; the session is discarded anyway
+            log.warning("rollback failed", exc_info=True)
+
+
+def _commit(response: Response) -> Response:
+    session: Session | None = g.get("db_session")
+    if session is None or g.get("db_rollback") or response.status_code >= 500:
+        return response
+    try:
+        session.commit()
+    except Exception as exc:
+        from security.web.problems import from_exception
+
+        abandon_request_session()
+        return from_exception(exc)
+    return response
+
+
+def _close(_exc: BaseException | None) -> None:
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_commit)
+    app.teardown_request(_close)
