@@ -111,9 +111,7 @@ _environment = jinja2.Environment(
 )
 
 
-def render(
-    kind: MessageKind | str, channel: MessageChannel | str, context: Mapping[str, Any]
-) -> RenderedMessage:
+def render(kind: MessageKind | str, channel: MessageChannel | str, context: Mapping[str, Any]) -> RenderedMessage:
     """Render the ``kind`` template for ``channel`` with ``context``.
 
     Raises :class:`MessageTemplateError` for an unknown kind or a missing required field. Optional

@@ -96,9 +96,7 @@ def parse_retry_after(value: str | None) -> timedelta | None:
 class HttpxWebhookSender:
     """Real webhook sender over httpx. Redirects are not followed (a 3xx is a failure, per the spec)."""
 
-    def __init__(
-        self, *, timeout: float = DEFAULT_WEBHOOK_TIMEOUT, client: httpx.Client | None = None
-    ) -> None:
+    def __init__(self, *, timeout: float = DEFAULT_WEBHOOK_TIMEOUT, client: httpx.Client | None = None) -> None:
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(timeout), follow_redirects=False, headers={"user-agent": USER_AGENT}
         )
@@ -116,9 +114,7 @@ class HttpxWebhookSender:
             return DeliveryResult.ok()
         excerpt = response.text[:RESPONSE_EXCERPT_CHARS].strip()
         reason = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
-        return DeliveryResult.failed(
-            reason, retry_after=parse_retry_after(response.headers.get("retry-after"))
-        )
+        return DeliveryResult.failed(reason, retry_after=parse_retry_after(response.headers.get("retry-after")))
 
     def close(self) -> None:
         """Close the HTTP client if this sender created it."""

@@ -108,9 +108,7 @@ class WebhookSecret:
         try:
             key = base64.b64decode(padded, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise InvalidWebhookSecretError(
-                "a webhook secret must be base64 after the whsec_ prefix"
-            ) from exc
+            raise InvalidWebhookSecretError("a webhook secret must be base64 after the whsec_ prefix") from exc
         return cls(key)
 
     @classmethod
@@ -162,9 +160,7 @@ def signature_header(secrets: Sequence[WebhookSecret], msg_id: str, timestamp: i
     return " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets)
 
 
-def signed_headers(
-    secrets: Sequence[WebhookSecret], msg_id: str, body: bytes, *, at: datetime
-) -> dict[str, str]:
+def signed_headers(secrets: Sequence[WebhookSecret], msg_id: str, body: bytes, *, at: datetime) -> dict[str, str]:
     """The three Standard Webhooks headers for one delivery attempt made at ``at``."""
     timestamp = unix_seconds(at)
     return {

@@ -95,14 +95,9 @@ def test_reset_link_is_sensitive() -> None:
 def test_optional_sentences_appear_only_when_given() -> None:
     without = render(MessageKind.CONTACT_CODE, "email", {"code": "1", "expires_minutes": 5})
     assert "case" not in without.text
-    with_expiry = render(
-        MessageKind.LOCK_NOTICE, "email", {**CONTEXTS[MessageKind.LOCK_NOTICE], "expires_at": "03:00"}
-    )
+    with_expiry = render(MessageKind.LOCK_NOTICE, "email", {**CONTEXTS[MessageKind.LOCK_NOTICE], "expires_at": "03:00"})
     assert "ends automatically at 03:00" in with_expiry.text
-    assert (
-        "ends automatically"
-        not in render(MessageKind.LOCK_NOTICE, "email", CONTEXTS[MessageKind.LOCK_NOTICE]).text
-    )
+    assert "ends automatically" not in render(MessageKind.LOCK_NOTICE, "email", CONTEXTS[MessageKind.LOCK_NOTICE]).text
 
 
 def test_appeal_decision_wording_follows_the_decision() -> None:

@@ -36,13 +36,13 @@ from security.delivery.signing import WebhookSecret, signed_headers, verify_webh
 from .conftest import SMTP_PASSWORD, SMTP_USER, SmtpSink, TlsMaterial, WebhookReceiver
 
 SECRET = WebhookSecret(b"k" * 32)
+# The app's logging setup stops "security.*" from propagating; give the sinks a logger caplog sees.
+SINK_LOG = logging.getLogger("tests.delivery.sink")
 
 
 def signed_request(url: str, n: int = 1) -> WebhookRequest:
     msg_id = message_id(f"0000-{n}")
-    body = envelope_body(
-        msg_id, "account.locked", datetime(2026, 11, 25, tzinfo=UTC), {"account_id": f"a{n}"}
-    )
+    body = envelope_body(msg_id, "account.locked", datetime(2026, 11, 25, tzinfo=UTC), {"account_id": f"a{n}"})
     headers = signed_headers([SECRET], msg_id, body, at=datetime.now(UTC))
     return WebhookRequest(url=url, msg_id=msg_id, event_type="account.locked", headers=headers, body=body)
 
@@ -155,7 +155,7 @@ def test_failure_reasons_are_truncated() -> None:
 def test_log_webhook_sender_never_logs_the_body(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     request = signed_request("http://unused")
-    assert LogWebhookSender().send(request).delivered
+    assert LogWebhookSender(SINK_LOG).send(request).delivered
     assert request.msg_id in caplog.records[0].__dict__["webhook_id"]
     assert "a1" not in caplog.text
 
@@ -205,9 +205,7 @@ def test_smtp_plain_delivers_to_aiosmtpd(smtp_server: Callable[..., SmtpSink]) -
     assert "731904" in sink.bodies()[0]
 
 
-def test_smtp_starttls_with_credentials(
-    smtp_server: Callable[..., SmtpSink], tls_material: TlsMaterial
-) -> None:
+def test_smtp_starttls_with_credentials(smtp_server: Callable[..., SmtpSink], tls_material: TlsMaterial) -> None:
     sink = smtp_server("starttls", tls_material)
     settings = SmtpSettings(
         host=sink.host,
@@ -222,9 +220,7 @@ def test_smtp_starttls_with_credentials(
     assert len(sink.messages) == 1
 
 
-def test_smtp_wrong_password_is_a_failure(
-    smtp_server: Callable[..., SmtpSink], tls_material: TlsMaterial
-) -> None:
+def test_smtp_wrong_password_is_a_failure(smtp_server: Callable[..., SmtpSink], tls_material: TlsMaterial) -> None:
     sink = smtp_server("starttls", tls_material)
     settings = SmtpSettings(
         host=sink.host,
@@ -293,7 +289,7 @@ def test_header_injection_is_refused_not_sent(smtp_server: Callable[..., SmtpSin
 
 def test_log_mailer_redacts_codes_and_masks_the_address(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    assert LogMailer().send(code_email()).delivered
+    assert LogMailer(SINK_LOG).send(code_email()).delivered
     assert "731904" not in caplog.text
     assert REDACTED in caplog.text
     assert "jane.doe@example.com" not in caplog.text
@@ -302,7 +298,7 @@ def test_log_mailer_redacts_codes_and_masks_the_address(caplog: pytest.LogCaptur
 
 def test_log_mailer_dev_mode_shows_everything(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    LogMailer(reveal_secrets=True).send(code_email())
+    LogMailer(SINK_LOG, reveal_secrets=True).send(code_email())
     assert "731904" in caplog.text
     assert "jane.doe@example.com" in caplog.text
 
@@ -311,11 +307,11 @@ def test_log_sms_sender_redacts(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     rendered = render(MessageKind.CONTACT_CODE, "sms", {"code": "551234", "expires_minutes": 10})
     sms = Sms(to="+4915112345678", text=rendered.text, kind=rendered.kind, sensitive=rendered.sensitive)
-    assert LogSmsSender().send(sms).delivered
+    assert LogSmsSender(SINK_LOG).send(sms).delivered
     assert "551234" not in caplog.text
     assert "+4915112345678" not in caplog.text
     caplog.clear()
-    LogSmsSender(reveal_secrets=True).send(sms)
+    LogSmsSender(SINK_LOG, reveal_secrets=True).send(sms)
     assert "551234" in caplog.text
 
 
@@ -337,9 +333,7 @@ def test_mask_address(address: str, masked: str) -> None:
 def test_envelope_body_is_compact_json_with_stable_id() -> None:
     msg_id = message_id("6f1c2f1e-0000-4000-8000-000000000001")
     assert msg_id == "msg_6f1c2f1e000040008000000000000001"
-    body = envelope_body(
-        msg_id, "mfa.enabled", datetime(2026, 11, 25, 1, 2, 3, tzinfo=UTC), {"account_id": "a"}
-    )
+    body = envelope_body(msg_id, "mfa.enabled", datetime(2026, 11, 25, 1, 2, 3, tzinfo=UTC), {"account_id": "a"})
     assert b" " not in body
     assert json.loads(body) == {
         "id": msg_id,
