@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -97,7 +97,7 @@ class Dispatcher:
         mailer: Mailer,
         sms_sender: SmsSender,
         policy: BackoffPolicy,
-        lease: Any,
+        lease: timedelta,
         log_unsent_webhooks: bool = False,
     ) -> None:
         self._session_factory = session_factory
@@ -122,12 +122,14 @@ class Dispatcher:
             if stop is not None and stop.is_set():
                 break
             claimed = self._claim()
-            if claimed is None:
+            if not claimed:
                 break
-            self._process(claimed, stats)
+            for message in claimed:
+                self._process(message, stats)
         return stats
 
-    def _claim(self) -> ClaimedMessage | None:
+    def _claim(self) -> list[ClaimedMessage]:
+        # One message per claim: its lease then only has to cover its own send, never a batch.
         session = self._session_factory()
         try:
             claimed = OutboxQueue(session).claim(now=self._clock.now(), lease=self._lease, limit=1)
@@ -137,7 +139,7 @@ class Dispatcher:
             raise
         finally:
             session.close()
-        return claimed[0] if claimed else None
+        return claimed
 
     def _process(self, message: ClaimedMessage, stats: DispatchStats) -> None:
         try:

@@ -7,10 +7,10 @@ Claiming (several dispatchers may run at once, on many hosts):
 * A message is *blocked* while an earlier message (smaller id) with the same ``ordering_key``, channel
   and destination is still ``pending`` or ``dead``: a later message never overtakes an earlier one, even
   one that is being retried or waits for an operator in the dead-letter list.
-* Claiming is one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`` on
+* Claiming is ``SELECT ... FOR UPDATE SKIP LOCKED`` then ``UPDATE ... RETURNING`` in one transaction on
   PostgreSQL: concurrent dispatchers skip each other's rows instead of waiting or double-claiming. On
-  SQLite the same UPDATE runs inside a ``BEGIN IMMEDIATE`` transaction, which serialises writers, so
-  the due-and-unleased check and the lease are atomic there too.
+  SQLite the same statements run inside a ``BEGIN IMMEDIATE`` transaction, which serialises writers,
+  so the due-and-unleased check and the lease are atomic there too.
 * The claim sets ``lease_until = now + lease`` and counts the attempt (so a message that kills its
   dispatcher every time still ends in the dead-letter list). ``lease_until`` is also the fencing
   token: results are recorded only while the row still carries the lease we set.
@@ -93,6 +93,13 @@ class OutboxQueue:
         )
         if self._session.get_bind().dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True, of=OutboxMessage)
+        # Two statements in one transaction rather than UPDATE ... IN (subquery): PostgreSQL may
+        # re-run a LIMITed locking subquery per outer row and lease more rows than asked for. The
+        # selected rows stay locked (PostgreSQL) or the database stays write-locked (SQLite's BEGIN
+        # IMMEDIATE) until the caller commits, so nobody can claim them in between.
+        ids = list(self._session.scalars(due))
+        if not ids:
+            return []
         lease_until = now + lease
         columns = (
             OutboxMessage.id,
@@ -109,13 +116,7 @@ class OutboxQueue:
         )
         statement = (
             update(OutboxMessage)
-            .where(
-                OutboxMessage.id.in_(due.scalar_subquery()),
-                # Re-checked on the row itself: on PostgreSQL a row updated by a concurrent claim
-                # between our snapshot and our lock no longer qualifies.
-                OutboxMessage.status == OutboxStatus.PENDING,
-                _unleased(now),
-            )
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == OutboxStatus.PENDING, _unleased(now))
             .values(lease_until=lease_until, attempts=OutboxMessage.attempts + 1)
             .returning(*columns)
             .execution_options(synchronize_session=False)

@@ -34,14 +34,24 @@ class ReceivedRequest:
 
 @dataclass
 class WebhookReceiver:
-    """Answers 503 to the first ``fail_first`` requests, then 204. Records every request."""
+    """Answers ``fail_status`` to the first ``fail_first`` requests, then 204. Records every request.
+
+    ``hang_first`` requests are held open until :attr:`release` is set (a receiver stuck while the
+    dispatcher gets killed). Overlapping requests for the same ``webhook-id`` are recorded in
+    :attr:`overlaps`: two dispatchers sending one message in parallel.
+    """
 
     fail_first: int = 0
     fail_status: int = 503
     delay: float = 0.0
+    hang_first: int = 0
     requests: list[ReceivedRequest] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
     url: str = ""
+    _seen: int = 0
+    _in_flight: set[str] = field(default_factory=set)
 
     def accepted(self) -> list[ReceivedRequest]:
         with self.lock:
@@ -60,24 +70,34 @@ def _handler_for(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server naming
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
-            if receiver.delay:
-                threading.Event().wait(receiver.delay)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            msg_id = headers.get("webhook-id", "")
             with receiver.lock:
-                failing = sum(1 for r in receiver.requests) < receiver.fail_first
-                status = receiver.fail_status if failing else 204
-                receiver.requests.append(
-                    ReceivedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body, status)
-                )
-            self.send_response(status)
-            if failing:
-                self.send_header("content-type", "text/plain")
-                payload = b"try later"
+                index = receiver._seen
+                receiver._seen += 1
+                if msg_id in receiver._in_flight:
+                    receiver.overlaps.append(msg_id)
+                receiver._in_flight.add(msg_id)
+            try:
+                if index < receiver.hang_first:
+                    receiver.release.wait(30)
+                    status = 503
+                else:
+                    if receiver.delay:
+                        threading.Event().wait(receiver.delay)
+                    status = receiver.fail_status if index < receiver.hang_first + receiver.fail_first else 204
+                with receiver.lock:
+                    receiver.requests.append(ReceivedRequest(self.path, headers, body, status))
+                self.send_response(status)
+                payload = b"try later" if status >= 300 else b""
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-            else:
-                self.send_header("content-length", "0")
-                self.end_headers()
+            except OSError:
+                pass  # the client is gone (a killed dispatcher)
+            finally:
+                with receiver.lock:
+                    receiver._in_flight.discard(msg_id)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence test output
             return
@@ -90,6 +110,7 @@ def webhook_receiver() -> Iterator[Callable[..., WebhookReceiver]]:
     """Factory: ``webhook_receiver(fail_first=3)`` starts a receiver on 127.0.0.1 and returns it."""
     servers: list[ThreadingHTTPServer] = []
     threads: list[threading.Thread] = []
+    receivers: list[WebhookReceiver] = []
 
     def start(**kwargs: Any) -> WebhookReceiver:
         receiver = WebhookReceiver(**kwargs)
@@ -100,9 +121,12 @@ def webhook_receiver() -> Iterator[Callable[..., WebhookReceiver]]:
         receiver.url = f"http://{LOCALHOST}:{server.server_address[1]}/hooks/foxguard"
         servers.append(server)
         threads.append(thread)
+        receivers.append(receiver)
         return receiver
 
     yield start
+    for receiver in receivers:
+        receiver.release.set()
     for server in servers:
         server.shutdown()
         server.server_close()
@@ -237,3 +261,43 @@ def smtp_server() -> Iterator[Callable[..., SmtpSink]]:
     yield start
     for controller in controllers:
         controller.stop()
+
+
+# ---------------------------------------------------------------- apps that really commit
+
+
+# Retries at once: tests about at-least-once do not need to wait out the real schedule.
+IMMEDIATE_RETRIES = [0, 0, 0, 0, 0, 0]
+
+
+@pytest.fixture
+def delivery_app(database_url: str, engine: Any, clock: Any) -> Iterator[Callable[..., Any]]:
+    """Factory of apps whose sessions really commit (the dispatcher's two transactions per message).
+
+    ``delivery_app(webhooks={...}, delivery={...}, clock=None)``; tables are emptied before and after.
+    """
+    from security import create_app
+    from security.config import load_settings
+    from tests.conftest import truncate_all
+
+    truncate_all(engine)
+    apps: list[Any] = []
+
+    def make(webhooks: dict[str, Any] | None = None, delivery: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        settings = load_settings(
+            "testing",
+            {
+                "database": {"url": database_url, "auto_migrate": False},
+                "webhooks": webhooks or {},
+                "delivery": {"retry_delays_s": IMMEDIATE_RETRIES, **(delivery or {})},
+            },
+            environ={},
+        )
+        app = create_app(settings, clock=kwargs.pop("clock", clock), **kwargs)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["foxguard"].engine.dispose()
+    truncate_all(engine)
