@@ -116,7 +116,7 @@ def webhook_receiver() -> Iterator[Callable[..., WebhookReceiver]]:
         receiver = WebhookReceiver(**kwargs)
         server = ThreadingHTTPServer((LOCALHOST, 0), _handler_for(receiver))
         server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         receiver.url = f"http://{LOCALHOST}:{server.server_address[1]}/hooks/foxguard"
         servers.append(server)

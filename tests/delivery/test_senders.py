@@ -117,7 +117,7 @@ class _RedirectingHandler(BaseHTTPRequestHandler):
 
 def test_redirects_are_not_followed_and_retry_after_is_read() -> None:
     server = HTTPServer(("127.0.0.1", 0), _RedirectingHandler)
-    thread = Thread(target=server.serve_forever, daemon=True)
+    thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
