@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from security.clock import Clock
 from security.crypto import SecretBox, UndecryptableSecret
 from security.delivery.backoff import BackoffPolicy, DeadLetter
+from security.delivery.events import envelope_body
 from security.delivery.messages import KIND_SPECS, MessageKind, MessageTemplateError, render
 from security.delivery.outbox import Channel
 from security.delivery.senders import (
@@ -71,15 +72,13 @@ class DispatchStats:
 
 
 def webhook_body(message: ClaimedMessage) -> bytes:
-    """The exact bytes sent and signed: ``{"id", "type", "timestamp", "data"}`` in compact JSON."""
-    payload = message.payload
-    document = {
-        "id": message.message_id,
-        "type": payload.get("type", message.event_type),
-        "timestamp": payload.get("timestamp", message.created_at.isoformat()),
-        "data": payload.get("data", {}),
+    """The body of a webhook message (see :func:`security.delivery.events.envelope_body`)."""
+    envelope = {
+        "type": message.payload.get("type", message.event_type),
+        "timestamp": message.payload.get("timestamp", message.created_at.isoformat()),
+        "data": message.payload.get("data", {}),
     }
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return envelope_body(message.message_id, envelope)
 
 
 class Dispatcher:

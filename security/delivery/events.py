@@ -27,7 +27,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-MSG_ID_PREFIX = "msg_"
 COMPONENT_PREFIX = "Webhook"
 
 
@@ -161,22 +160,19 @@ EVENT_SCHEMAS: Mapping[WebhookEvent, type[BaseModel]] = {
 }
 
 
-def message_id(outbox_id: object) -> str:
-    """The ``webhook-id`` of an outbox row: stable across retries, no ``.`` (a spec requirement)."""
-    text = str(outbox_id).replace("-", "")
-    return MSG_ID_PREFIX + text
+def envelope_body(msg_id: str, envelope: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent and signed: ``{"id", "type", "timestamp", "data"}`` as compact JSON.
 
-
-def _iso_utc(at: datetime) -> str:
-    if at.tzinfo is None:
-        raise ValueError("event timestamps need a timezone-aware datetime")
-    return at.isoformat().replace("+00:00", "Z")
-
-
-def envelope_body(msg_id: str, event_type: str, occurred_at: datetime, data: Mapping[str, Any]) -> bytes:
-    """Serialise the webhook body. Compact JSON; the exact bytes are what gets signed."""
-    document = {"id": msg_id, "type": event_type, "timestamp": _iso_utc(occurred_at), "data": dict(data)}
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    ``envelope`` is what the outbox stored (``type``, ``timestamp``, ``data``); ``id`` is the message's
+    ``webhook-id`` so a receiver can deduplicate on the body alone.
+    """
+    document = {
+        "id": msg_id,
+        "type": envelope["type"],
+        "timestamp": envelope["timestamp"],
+        "data": dict(envelope.get("data") or {}),
+    }
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def webhook_schemas(

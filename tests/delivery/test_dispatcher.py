@@ -135,9 +135,7 @@ def test_a_later_message_never_overtakes_an_earlier_one_for_the_same_account(
     delivery_app: Callable[..., Flask], webhook_receiver: Callable[..., WebhookReceiver], clock: FrozenClock
 ) -> None:
     receiver = webhook_receiver(fail_first=7)
-    app = delivery_app(
-        webhooks=endpoint_config(receiver.url), delivery={"retry_delays_s": [1] * 6, "jitter_ratio": 0}
-    )
+    app = delivery_app(webhooks=endpoint_config(receiver.url), delivery={"retry_delays_s": [1] * 6, "jitter_ratio": 0})
     keys = ["A", "B", "A", "C", "A", "B", "C", "A"]
     ids = enqueue(app, [("account.locked" if i % 2 else "account.unlocked", k) for i, k in enumerate(keys)])
     dispatcher = build_dispatcher(runtime(app))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from security.delivery.events import envelope_body, message_id
+from security.delivery.events import envelope_body
 from security.delivery.signing import WebhookSecret, signed_headers
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
@@ -28,8 +28,9 @@ def snippet() -> dict[str, Any]:
 
 
 def delivery(secrets: list[WebhookSecret]) -> tuple[bytes, dict[str, str]]:
-    msg_id = message_id("1f6a")
-    body = envelope_body(msg_id, "account.locked", AT, {"account_id": "acc_1", "lock_id": "L1"})
+    msg_id = "msg_1f6a"
+    envelope = {"type": "account.locked", "timestamp": AT.isoformat(), "data": {"account_id": "acc_1", "lock_id": "L1"}}
+    body = envelope_body(msg_id, envelope)
     return body, signed_headers(secrets, msg_id, body, at=AT)
 
 

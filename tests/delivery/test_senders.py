@@ -12,7 +12,7 @@ from threading import Thread
 
 import pytest
 
-from security.delivery.events import envelope_body, message_id
+from security.delivery.events import envelope_body
 from security.delivery.messages import REDACTED, MessageKind, render
 from security.delivery.senders import (
     DeliveryResult,
@@ -41,8 +41,9 @@ SINK_LOG = logging.getLogger("tests.delivery.sink")
 
 
 def signed_request(url: str, n: int = 1) -> WebhookRequest:
-    msg_id = message_id(f"0000-{n}")
-    body = envelope_body(msg_id, "account.locked", datetime(2026, 11, 25, tzinfo=UTC), {"account_id": f"a{n}"})
+    msg_id = f"msg_{n:032x}"
+    envelope = {"type": "account.locked", "timestamp": "2026-11-25T00:00:00+00:00", "data": {"account_id": f"a{n}"}}
+    body = envelope_body(msg_id, envelope)
     headers = signed_headers([SECRET], msg_id, body, at=datetime.now(UTC))
     return WebhookRequest(url=url, msg_id=msg_id, event_type="account.locked", headers=headers, body=body)
 
@@ -164,7 +165,7 @@ def test_memory_webhook_sender_fails_first_n() -> None:
     sender = MemoryWebhookSender(fail_first=2)
     results = [sender.send(signed_request("http://x", n)).delivered for n in range(4)]
     assert results == [False, False, True, True]
-    assert [r.msg_id for r in sender.sent] == [message_id("0000-2"), message_id("0000-3")]
+    assert [r.msg_id for r in sender.sent] == [f"msg_{2:032x}", f"msg_{3:032x}"]
 
 
 # ------------------------------------------------------------------------------- e-mail
@@ -330,14 +331,9 @@ def test_mask_address(address: str, masked: str) -> None:
     assert mask_address(address) == masked
 
 
-def test_envelope_body_is_compact_json_with_stable_id() -> None:
-    msg_id = message_id("6f1c2f1e-0000-4000-8000-000000000001")
-    assert msg_id == "msg_6f1c2f1e000040008000000000000001"
-    body = envelope_body(msg_id, "mfa.enabled", datetime(2026, 11, 25, 1, 2, 3, tzinfo=UTC), {"account_id": "a"})
+def test_envelope_body_is_compact_json_with_the_id_first() -> None:
+    envelope = {"type": "mfa.enabled", "timestamp": "2026-11-25T01:02:03+00:00", "data": {"account_id": "a"}}
+    body = envelope_body("msg_1", envelope)
     assert b" " not in body
-    assert json.loads(body) == {
-        "id": msg_id,
-        "type": "mfa.enabled",
-        "timestamp": "2026-11-25T01:02:03Z",
-        "data": {"account_id": "a"},
-    }
+    assert body.startswith(b'{"id":"msg_1",')
+    assert json.loads(body) == {**envelope, "id": "msg_1"}
