@@ -131,7 +131,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(outbox_cli)
     if add_webhooks_section not in openapi.EXTRA_SECTIONS:
         openapi.EXTRA_SECTIONS.append(add_webhooks_section)
-    if config.delivery.background and not app.config.get("TESTING"):
+    if config.delivery.background:
         # Started lazily by the first request: the serving process, never a reloader parent or a
         # CLI command (``flask outbox run`` is the dispatcher there).
         @app.before_request
