@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from prometheus_client import Counter
 from sqlalchemy.orm import Session
 
 from security.clock import Clock
@@ -44,6 +45,12 @@ from security.delivery.signing import signed_headers
 from security.entropy import Entropy
 
 log = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "foxguard_outbox_deliveries_total",
+    "Outbox delivery attempts by channel and outcome (delivered, retry, dead, lease_lost)",
+    ["channel", "outcome"],
+)
 
 MESSAGE_ID_DOMAIN = "foxguard"
 
@@ -161,6 +168,7 @@ class Dispatcher:
             if result.delivered:
                 queue.mark_delivered(message, now=now)
                 stats.delivered += 1
+                outcome = "delivered"
             else:
                 error = result.reason or "failed"
                 decision = (
@@ -172,6 +180,7 @@ class Dispatcher:
                 )
                 if isinstance(decision, DeadLetter):
                     owned = queue.mark_dead(message, error=error)
+                    outcome = "dead"
                     if owned:
                         stats.dead += 1
                         log.warning(
@@ -181,12 +190,15 @@ class Dispatcher:
                         )
                 else:
                     owned = queue.mark_retry(message, at=decision.at, error=error)
+                    outcome = "retry"
                     if owned:
                         stats.retried += 1
                 if not owned:
                     stats.lost_lease += 1
+                    outcome = "lease_lost"
                 stats.errors.append(error)
             session.commit()
+            DELIVERIES.labels(channel=message.channel, outcome=outcome).inc()
         except BaseException:
             session.rollback()
             raise

@@ -40,6 +40,11 @@ class MessageAlreadyDelivered(Conflict):
     title = "The message was already delivered"
 
 
+class MessageBeingSent(Conflict):
+    code = "message_being_sent"
+    title = "A dispatcher is sending the message right now"
+
+
 @dataclass(frozen=True)
 class ClaimedMessage:
     """A detached snapshot of a claimed row: everything needed to send it, nothing tied to a session."""
@@ -209,6 +214,9 @@ class OutboxQueue:
         message = self.get(ref)
         if message.status == OutboxStatus.DELIVERED:
             raise MessageAlreadyDelivered(f"{message.message_id} was delivered at {message.delivered_at}")
+        if message.lease_until is not None and message.lease_until > now:
+            # Dropping a live lease would let a second dispatcher send it in parallel.
+            raise MessageBeingSent(f"{message.message_id} is leased by a dispatcher until {message.lease_until}")
         previous = message.status
         message.status = OutboxStatus.PENDING
         message.attempts = 0

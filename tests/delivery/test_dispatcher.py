@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from security.clock import FrozenClock
@@ -62,6 +63,11 @@ def rows(app: Flask) -> list[OutboxMessage]:
         return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
 
 
+def delivery_count(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("foxguard_outbox_deliveries_total", {"channel": "webhook", "outcome": outcome})
+    return value or 0.0
+
+
 def received_ids(receiver: WebhookReceiver) -> list[str]:
     return [r.headers["webhook-id"] for r in receiver.accepted()]
 
@@ -76,12 +82,15 @@ def test_receiver_failing_first_n_gets_every_message_exactly_once_after_dedup(
     app = delivery_app(webhooks=endpoint_config(receiver.url))
     events = [("account.locked", f"acc-{n % 3}") for n in range(12)]
     ids = enqueue(app, events)
+    before = {o: delivery_count(o) for o in ("delivered", "retry")}
 
     stats = build_dispatcher(runtime(app)).run_once()
 
     assert stats.delivered == 12
     assert stats.retried == 5
     assert stats.dead == 0
+    assert delivery_count("delivered") - before["delivered"] == 12
+    assert delivery_count("retry") - before["retry"] == 5
     # Every attempt reached the receiver; after dedup by webhook-id each message is there once.
     assert len(receiver.requests) == 17
     assert sorted(receiver.unique_ids()) == sorted(ids)

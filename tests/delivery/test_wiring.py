@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from security.audit.models import AuditEntry
 from security.config import load_settings
 from security.delivery.events import WebhookEvent
 from security.delivery.outbox import OutboxMessage, OutboxStatus
+from security.delivery.services import OutboxQueue
 from security.delivery.settings import DeliveryConfig, delivery_config
 from security.delivery.signing import WebhookSecret
 from security.delivery.wiring import THREAD_KEY
@@ -145,8 +147,14 @@ def test_cli_retry_and_list(delivery_app: Callable[..., Flask]) -> None:
 
     [pending_id] = enqueue(app, [("account.unlocked", "A")])
     with runtime(app).session_factory() as session:
+        OutboxQueue(session).claim(now=runtime(app).clock.now(), lease=timedelta(minutes=5))
+        session.commit()
+    in_flight = runner.invoke(args=["outbox", "retry", pending_id])
+    assert in_flight.exit_code == 1
+    assert "leased by a dispatcher" in in_flight.output
+    with runtime(app).session_factory() as session:
         row = session.scalars(select(OutboxMessage).where(OutboxMessage.message_id == pending_id)).one()
-        row.status, row.attempts, row.last_error = OutboxStatus.DEAD, 7, "HTTP 500"
+        row.status, row.attempts, row.last_error, row.lease_until = OutboxStatus.DEAD, 7, "HTTP 500", None
         session.commit()
     listing = runner.invoke(args=["outbox", "list", "--dead"])
     assert pending_id in listing.output
