@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from security.clock import Clock
 from security.crypto import SecretBox, UndecryptableSecret
 from security.delivery.backoff import BackoffPolicy, DeadLetter
-from security.delivery.events import envelope_body
+from security.delivery.events import envelope_body, schema_problems
 from security.delivery.messages import KIND_SPECS, MessageKind, MessageTemplateError, render
 from security.delivery.outbox import Channel
 from security.delivery.senders import (
@@ -227,6 +227,12 @@ class Dispatcher:
             if self._log_unsent:
                 return self._log_sender.send(request)
             return DeliveryResult.failed(f"webhook endpoint {message.destination!r} has no URL configured")
+        problems = schema_problems(message.event_type, message.payload.get("data", {}))
+        if problems and message.attempts == 1:  # once per message, not on every retry
+            log.warning(
+                "webhook payload does not match its documented schema",
+                extra={"message_id": message.message_id, "event_type": message.event_type, "problems": problems},
+            )
         headers = signed_headers(endpoint.parsed_secrets(), message.message_id, body, at=self._clock.now())
         request = WebhookRequest(
             url=endpoint.url, msg_id=message.message_id, event_type=message.event_type, headers=headers, body=body

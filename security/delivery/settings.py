@@ -150,6 +150,17 @@ class DeliveryConfig(_Strict):
     delivery: DeliverySection
 
     @model_validator(mode="after")
+    def _lease_outlives_a_send(self) -> DeliveryConfig:
+        # A lease that can run out while a send is still in progress lets a second dispatcher send
+        # the same message in parallel.
+        longest = max(self.webhooks.timeout_s, self.delivery.smtp.timeout_s if self.delivery.smtp else 0.0)
+        if self.delivery.lease_s <= longest:
+            raise ValueError(
+                f"delivery.lease_s ({self.delivery.lease_s:g}) must be longer than the send timeout ({longest:g} s)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_real_endpoints(self) -> DeliveryConfig:
         if self.env != "production":
             return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -29,9 +30,12 @@ NEW_SECRET = WebhookSecret(b"N" * 32)
 OLD_SECRET = WebhookSecret(b"O" * 32)
 
 
-def endpoint_config(url: str, *secrets: WebhookSecret) -> dict[str, Any]:
+def endpoint_config(url: str, *secrets: WebhookSecret, timeout_s: float = 5) -> dict[str, Any]:
     chosen = secrets or (NEW_SECRET,)
-    return {"endpoints": [{"name": "backend", "url": url, "secrets": [s.serialize() for s in chosen]}], "timeout_s": 5}
+    return {
+        "endpoints": [{"name": "backend", "url": url, "secrets": [s.serialize() for s in chosen]}],
+        "timeout_s": timeout_s,
+    }
 
 
 def outbox(app: Flask, session: Any) -> Outbox:
@@ -239,7 +243,7 @@ def test_a_killed_dispatchers_claim_is_redelivered_after_the_lease(
 def test_a_stale_dispatcher_cannot_overwrite_the_outcome_of_the_one_that_took_over(
     delivery_app: Callable[..., Flask], clock: FrozenClock
 ) -> None:
-    app = delivery_app(delivery={"lease_s": 10})
+    app = delivery_app(webhooks={"timeout_s": 5}, delivery={"lease_s": 10})
     enqueue(app, [("account.locked", "A")])
     rt = runtime(app)
     with rt.session_factory() as session:
@@ -453,3 +457,22 @@ def test_webhook_body_uses_the_stored_envelope(delivery_app: Callable[..., Flask
     assert list(body) == ["id", "type", "timestamp", "data"]
     assert body["id"] == claimed.message_id
     assert body["type"] == "appeal.decided"
+
+
+def test_payload_drift_from_the_documented_schema_is_logged_but_still_sent(
+    delivery_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = MemoryWebhookSender(fail_first=1)
+    app = delivery_app(webhooks=endpoint_config("http://backend.invalid/h"))
+    enqueue(app, [("account.locked", "A")])  # no lock_id, no kind: not what docs/webhooks.md promises
+    dispatcher_log = logging.getLogger("security.delivery.dispatcher")
+    dispatcher_log.addHandler(caplog.handler)  # "security.*" does not propagate to the root logger
+    try:
+        with caplog.at_level(logging.WARNING, logger="security.delivery.dispatcher"):
+            assert build_dispatcher(runtime(app), webhook_sender=sender).run_once().delivered == 1
+    finally:
+        dispatcher_log.removeHandler(caplog.handler)
+    drift = [r for r in caplog.records if r.getMessage() == "webhook payload does not match its documented schema"]
+    assert len(drift) == 1  # warned on the first attempt only, not again on the retry
+    assert any(p.startswith("lock_id:") for p in drift[0].__dict__["problems"])
+    assert len(sender.sent) == 1

@@ -24,6 +24,7 @@ from .test_dispatcher import NEW_SECRET, endpoint_config, enqueue, received_ids,
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 2.0
+SEND_TIMEOUT_S = 1.0
 WAIT_S = 20.0
 
 
@@ -37,6 +38,7 @@ def start_worker(database_url: str, receiver_url: str) -> subprocess.Popen[str]:
                 f'[{{name = "backend", url = "{receiver_url}", secrets = ["{NEW_SECRET.serialize()}"]}}]'
             ),
             "FOXGUARD_DELIVERY__LEASE_S": str(LEASE_S),
+            "FOXGUARD_WEBHOOKS__TIMEOUT_S": str(SEND_TIMEOUT_S),
             "FOXGUARD_DELIVERY__RETRY_DELAYS_S": "[0, 0, 0, 0, 0, 0]",
         }
     )
@@ -85,7 +87,11 @@ def test_a_killed_worker_loses_nothing_its_claim_is_redelivered_after_the_lease(
 ) -> None:
     # The receiver holds the first request open; the worker is SIGKILLed while it waits for it.
     receiver = webhook_receiver(hang_first=1)
-    app = delivery_app(webhooks=endpoint_config(receiver.url), delivery={"lease_s": LEASE_S}, clock=SystemClock())
+    app = delivery_app(
+        webhooks=endpoint_config(receiver.url, timeout_s=SEND_TIMEOUT_S),
+        delivery={"lease_s": LEASE_S},
+        clock=SystemClock(),
+    )
     ids = enqueue(app, [("account.locked", "A"), ("account.unlocked", "A")])
     worker = start_worker(database_url, receiver.url)
     try:
