@@ -31,33 +31,34 @@ COMPONENT_PREFIX = "Webhook"
 
 
 class WebhookEvent(StrEnum):
-    """Event types announced to the wallet backend."""
+    """Event types announced to the wallet backend (the slices emitting them use these values)."""
 
     ACCOUNT_LOCKED = "account.locked"
     ACCOUNT_RESTRICTED = "account.restricted"
     ACCOUNT_UNLOCKED = "account.unlocked"
     TRANSACTION_BLOCKED = "transaction.blocked"
-    TRANSACTION_REVIEW = "transaction.review"
     LOGIN_NEW_DEVICE = "login.new_device"
     PASSWORD_RESET_REQUESTED = "password.reset_requested"  # noqa: S105 - an event name
     PASSWORD_CHANGED = "password.changed"  # noqa: S105 - an event name
     MFA_ENABLED = "mfa.enabled"
     MFA_DISABLED = "mfa.disabled"
     MFA_RECOVERY_CODE_USED = "mfa.recovery_code_used"
-    APPEAL_SUBMITTED = "appeal.submitted"
+    MFA_RECOVERY_CODES_REGENERATED = "mfa.recovery_codes_regenerated"
     APPEAL_DECIDED = "appeal.decided"
+    OPERATOR_ALERT = "operator.alert"
 
 
-class _Payload(BaseModel):
+class _Open(BaseModel):
+    # Extra fields are allowed: adding one is backward compatible for receivers.
     model_config = ConfigDict(extra="allow")
 
+
+class _Payload(_Open):
     account_id: str = Field(description="The wallet's account id.")
 
 
-class Reason(BaseModel):
+class Reason(_Open):
     """One human-readable reason behind a decision."""
-
-    model_config = ConfigDict(extra="allow")
 
     rule: str = Field(description="Rule or reason code, e.g. `login:velocity:account`.")
     detail: str | None = Field(default=None, description="Explanation for humans.")
@@ -67,37 +68,58 @@ class Reason(BaseModel):
 class AccountLocked(_Payload):
     """The account is locked: deny logins and outgoing transactions until `account.unlocked`."""
 
-    lock_id: str = Field(description="Lock id, shown to the user as the case reference.")
+    lock_id: str = Field(description="Lock id.")
+    reference: str | None = Field(default=None, description="Case reference shown to the user.")
     kind: Literal["brute_force", "risk", "operator", "user_reported"]
+    status: str | None = Field(default=None, description="Status of the lock (e.g. `active`).")
     reasons: list[Reason] = Field(default_factory=list)
     expires_at: datetime | None = Field(default=None, description="End of a temporary lock, else null.")
-    required_actions: list[Literal["reset_password", "enroll_totp"]] = Field(default_factory=list)
-    status: Literal["locked"] = "locked"
+    required_actions: list[str] = Field(
+        default_factory=list, description="Actions before release, e.g. `reset_password`, `enroll_totp`."
+    )
+    locked_at: datetime | None = None
 
 
 class AccountRestricted(_Payload):
     """Logins allowed, outgoing transactions must be held."""
 
-    lock_id: str | None = None
     reasons: list[Reason] = Field(default_factory=list)
-    status: Literal["restricted"] = "restricted"
+    restricted_at: datetime | None = None
 
 
 class AccountUnlocked(_Payload):
     """A lock or restriction was released; `status` is the account's status now."""
 
     lock_id: str | None = None
-    resolution: str | None = Field(default=None, description="e.g. expired, appeal_approved, operator.")
-    status: Literal["active", "restricted", "locked"] = "active"
+    reference: str | None = None
+    resolution: str | None = Field(default=None, description="e.g. `expired`, `restriction_lifted`, ...")
+    status: Literal["active", "restricted", "locked"]
+    unlocked_at: datetime | None = None
 
 
-class TransactionAssessed(_Payload):
-    """A transaction event was blocked (or sent to review)."""
+class Destination(_Open):
+    """Where a transaction sends money."""
 
-    event_id: str = Field(description="The backend's idempotency key of the transaction event.")
-    decision: Literal["allow", "review", "block"]
+    address: str
+    country: str | None = None
+    label: str | None = None
+
+
+class Risk(_Open):
+    """The assessment's score and band."""
+
     score: int = Field(ge=0, le=100)
     band: str
+
+
+class TransactionBlocked(_Payload):
+    """A transaction event was assessed `block`: do not execute it."""
+
+    event_id: str = Field(description="The backend's idempotency key of the transaction event.")
+    amount: str = Field(description="Decimal string, as sent.")
+    currency: str
+    destination: Destination
+    risk: Risk
     reasons: list[Reason] = Field(default_factory=list)
 
 
@@ -111,27 +133,39 @@ class LoginNewDevice(_Payload):
     occurred_at: datetime
 
 
-class AccountOnly(_Payload):
-    """Only the account id (password reset requested, password changed)."""
+class PasswordResetRequested(_Payload):
+    """A reset token was sent to the user (`channel` = `email`, `sms` or `none`)."""
+
+    channel: str
+    expires_at: datetime
+
+
+class PasswordChanged(_Payload):
+    """The password was set or reset."""
+
+    changed_at: datetime | None = None
+    reason: str | None = Field(default=None, description="Why, e.g. `set`, `reset`.")
 
 
 class MfaChanged(_Payload):
     """A second factor was enabled or disabled."""
 
     method: Literal["totp"] = "totp"
+    enabled_at: datetime | None = None
+    disabled_at: datetime | None = None
 
 
 class RecoveryCodeUsed(_Payload):
     """A single-use recovery code was consumed."""
 
     remaining: int = Field(ge=0, description="Recovery codes left.")
+    used_at: datetime | None = None
 
 
-class AppealSubmitted(_Payload):
-    """An appeal against a lock was opened (only for existing accounts)."""
+class RecoveryCodesRegenerated(_Payload):
+    """A fresh set of recovery codes replaced the old one."""
 
-    appeal_id: str
-    lock_id: str | None = None
+    regenerated_at: datetime | None = None
 
 
 class AppealDecided(_Payload):
@@ -143,20 +177,27 @@ class AppealDecided(_Payload):
     reason: str | None = Field(default=None, description="The reason shown to the user.")
 
 
+class OperatorAlert(_Open):
+    """Not about one account: e.g. the automatic-lock guard tripped and locks fall back to review."""
+
+    alert: str = Field(description="Alert kind.")
+    raised_at: datetime
+
+
 EVENT_SCHEMAS: Mapping[WebhookEvent, type[BaseModel]] = {
     WebhookEvent.ACCOUNT_LOCKED: AccountLocked,
     WebhookEvent.ACCOUNT_RESTRICTED: AccountRestricted,
     WebhookEvent.ACCOUNT_UNLOCKED: AccountUnlocked,
-    WebhookEvent.TRANSACTION_BLOCKED: TransactionAssessed,
-    WebhookEvent.TRANSACTION_REVIEW: TransactionAssessed,
+    WebhookEvent.TRANSACTION_BLOCKED: TransactionBlocked,
     WebhookEvent.LOGIN_NEW_DEVICE: LoginNewDevice,
-    WebhookEvent.PASSWORD_RESET_REQUESTED: AccountOnly,
-    WebhookEvent.PASSWORD_CHANGED: AccountOnly,
+    WebhookEvent.PASSWORD_RESET_REQUESTED: PasswordResetRequested,
+    WebhookEvent.PASSWORD_CHANGED: PasswordChanged,
     WebhookEvent.MFA_ENABLED: MfaChanged,
     WebhookEvent.MFA_DISABLED: MfaChanged,
     WebhookEvent.MFA_RECOVERY_CODE_USED: RecoveryCodeUsed,
-    WebhookEvent.APPEAL_SUBMITTED: AppealSubmitted,
+    WebhookEvent.MFA_RECOVERY_CODES_REGENERATED: RecoveryCodesRegenerated,
     WebhookEvent.APPEAL_DECIDED: AppealDecided,
+    WebhookEvent.OPERATOR_ALERT: OperatorAlert,
 }
 
 
