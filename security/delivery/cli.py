@@ -39,18 +39,19 @@ def outbox_run(once: bool, poll_interval: float | None) -> None:
     if once:
         click.echo(_summary(dispatcher.run_once()))
         return
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()
 
     def _graceful(signum: int, _frame: FrameType | None) -> None:
-        # Finish the message in hand (its outcome is recorded), then leave.
+        # Finish the message in hand (its outcome is recorded), then leave without waiting for a poll.
         click.echo(f"signal {signum}: stopping after the current message", err=True)
         stop.set()
+        wake.set()
 
     previous = {sig: signal.signal(sig, _graceful) for sig in (signal.SIGTERM, signal.SIGINT)}
     interval = poll_interval if poll_interval is not None else config_of(rt).delivery.poll_interval_s
     click.echo(f"outbox dispatcher running (poll every {interval:g} s)")
     try:
-        run_loop(dispatcher, stop=stop, poll_interval=interval, on_pass=lambda s: click.echo(_summary(s)))
+        run_loop(dispatcher, stop=stop, wake=wake, poll_interval=interval, on_pass=lambda s: click.echo(_summary(s)))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

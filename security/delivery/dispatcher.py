@@ -27,7 +27,14 @@ from security.clock import Clock
 from security.crypto import SecretBox, UndecryptableSecret
 from security.delivery.backoff import BackoffPolicy, DeadLetter
 from security.delivery.events import envelope_body, schema_problems
-from security.delivery.messages import KIND_SPECS, MessageKind, MessageTemplateError, render
+from security.delivery.messages import (
+    DEFAULT_LINKS,
+    KIND_SPECS,
+    MessageKind,
+    MessageTemplateError,
+    prepare_context,
+    render,
+)
 from security.delivery.outbox import Channel
 from security.delivery.senders import (
     DeliveryResult,
@@ -105,6 +112,8 @@ class Dispatcher:
         policy: BackoffPolicy,
         lease: timedelta,
         log_unsent_webhooks: bool = False,
+        links: Mapping[str, str] = DEFAULT_LINKS,
+        base_url: str = "",
     ) -> None:
         self._session_factory = session_factory
         self._clock = clock
@@ -118,6 +127,8 @@ class Dispatcher:
         self._lease = lease
         self._log_unsent = log_unsent_webhooks
         self._log_sender = LogWebhookSender(log)
+        self._links = dict(links)
+        self._base_url = base_url
 
     # ------------------------------------------------------------------ loop
 
@@ -253,7 +264,8 @@ class Dispatcher:
         context = message.payload.get("context", {})
         secrets = self._secrets(message)
         try:
-            rendered = render(template, channel, {**context, **secrets})
+            values = prepare_context(context, secrets, links=self._links, base_url=self._base_url)
+            rendered = render(template, channel, values)
         except MessageTemplateError as exc:
             raise PermanentFailure(str(exc)) from exc
         # Everything that was sealed is secret, whatever the template spec says.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -58,7 +59,7 @@ KIND_SPECS: Mapping[MessageKind, KindSpec] = {
     ),
     MessageKind.PASSWORD_RESET: KindSpec(
         required=frozenset({"reset_url", "expires_minutes"}),
-        sensitive=frozenset({"reset_url"}),
+        sensitive=frozenset({"reset_url", "token"}),
     ),
     MessageKind.LOCK_NOTICE: KindSpec(
         required=frozenset({"case_reference", "reason", "appeal_url"}),
@@ -75,6 +76,16 @@ KIND_SPECS: Mapping[MessageKind, KindSpec] = {
 
 # Shown in logs instead of a secret.
 REDACTED = "[redacted]"
+
+# Links the user follows, built from ``[delivery.links]`` when the sender did not pass them. The
+# reset token travels in the URL fragment: browsers never send it to a server or in a Referer.
+DEFAULT_LINKS: Mapping[str, str] = {
+    "reset_url": "{base_url}/reset-password#token={token}",
+    "appeal_url": "{base_url}/appeal",
+    "freeze_url": "{base_url}/freeze",
+}
+# Other names senders use for the same field.
+FIELD_ALIASES: Mapping[str, str] = {"ttl_minutes": "expires_minutes"}
 
 
 class MessageTemplateError(ValueError):
@@ -100,6 +111,30 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
+
+
+def prepare_context(
+    context: Mapping[str, Any],
+    secrets: Mapping[str, str],
+    *,
+    links: Mapping[str, str] = DEFAULT_LINKS,
+    base_url: str,
+) -> dict[str, Any]:
+    """The values a template sees: ``context`` and the opened ``secrets``, aliases resolved, and every
+    link of ``links`` whose placeholders are available (values URL-encoded; ``{base_url}`` given)."""
+    values: dict[str, Any] = {**context, **secrets}
+    for alias, name in FIELD_ALIASES.items():
+        if alias in values and name not in values:
+            values[name] = values[alias]
+    encoded = {key: quote(str(value), safe="") for key, value in values.items()}
+    for name, pattern in links.items():
+        if name in values:
+            continue  # the sender knows better
+        try:
+            values[name] = pattern.format(**encoded, base_url=base_url.rstrip("/"))
+        except KeyError:
+            continue  # the link needs a field this message does not have (e.g. no token)
+    return values
 
 
 _environment = jinja2.Environment(

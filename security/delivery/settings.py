@@ -20,6 +20,11 @@
     sms = "log"                     # "log" (plug a provider in by implementing SmsSender)
     reveal_secrets_in_log = false   # default: true only when app.env = "development"
 
+    [delivery.links]                # links in e-mail/SMS; {base_url} = app.public_base_url
+    reset_url = "{base_url}/reset-password#token={token}"
+    appeal_url = "{base_url}/appeal"
+    freeze_url = "{base_url}/freeze"
+
     [delivery.smtp]
     host = "smtp.example.com"
     port = 587
@@ -41,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from security.config import Settings
 from security.delivery.backoff import DEFAULT_JITTER_RATIO, DEFAULT_RETRY_DELAYS, BackoffPolicy
+from security.delivery.messages import DEFAULT_LINKS
 from security.delivery.senders import DEFAULT_SMTP_TIMEOUT, DEFAULT_WEBHOOK_TIMEOUT, SmtpSecurity, SmtpSettings
 from security.delivery.signing import WebhookSecret, parse_secrets
 
@@ -132,6 +138,9 @@ class DeliverySection(_Strict):
     sms: Literal["log"] = "log"
     reveal_secrets_in_log: bool | None = None
     smtp: SmtpSection | None = None
+    # Link patterns for e-mail/SMS templates; {base_url} is app.public_base_url, other
+    # placeholders are message fields (URL-encoded).
+    links: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LINKS))
 
     @model_validator(mode="after")
     def _smtp_when_chosen(self) -> DeliverySection:
@@ -146,6 +155,7 @@ class DeliveryConfig(_Strict):
     """Everything the dispatcher needs from configuration."""
 
     env: str
+    public_base_url: str = "http://127.0.0.1:5000"
     webhooks: WebhooksSection
     delivery: DeliverySection
 
@@ -164,6 +174,8 @@ class DeliveryConfig(_Strict):
     def _production_needs_real_endpoints(self) -> DeliveryConfig:
         if self.env != "production":
             return self
+        if not self.webhooks.endpoints:
+            raise ValueError("refusing to start in production: no [[webhooks.endpoints]] configured")
         unsent = [e.name for e in self.webhooks.endpoints if not e.url]
         if unsent:
             raise ValueError(f"refusing to start in production: webhook endpoint(s) without url: {unsent}")
@@ -209,6 +221,7 @@ def delivery_config(settings: Settings) -> DeliveryConfig:
     return DeliveryConfig.model_validate(
         {
             "env": settings.app.env,
+            "public_base_url": settings.app.public_base_url,
             "webhooks": settings.section("webhooks"),
             "delivery": settings.section("delivery"),
         }

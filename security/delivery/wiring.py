@@ -64,6 +64,8 @@ def build_dispatcher(
         policy=config.backoff(),
         lease=config.lease,
         log_unsent_webhooks=config.log_unsent_webhooks,
+        links=config.delivery.links,
+        base_url=config.public_base_url,
     )
 
 

@@ -386,6 +386,21 @@ def test_sms_and_log_sinks_get_rendered_text(delivery_app: Callable[..., Flask])
     assert mail.subject == "Your account has been locked (case L-1)"
 
 
+def test_reset_token_sms_gets_a_link_and_the_token_is_treated_as_secret(delivery_app: Callable[..., Flask]) -> None:
+    app = delivery_app()
+    context = {"account_id": "acc_1", "expires_at": "2026-03-02T09:30:00+00:00", "ttl_minutes": 30}
+    with runtime(app).session_factory() as session:
+        outbox(app, session).sms("+4915112345678", "password_reset", context, secret={"token": "tok-123"})
+        session.commit()
+    sms = MemorySmsSender()
+    assert build_dispatcher(runtime(app), sms_sender=sms).run_once().delivered == 1
+    [text] = sms.outbox
+    base = runtime(app).settings.app.public_base_url
+    assert f"{base}/reset-password#token=tok-123" in text.text
+    assert "tok-123" in text.sensitive
+    assert rows(app)[0].sealed is None
+
+
 def test_unknown_template_goes_straight_to_dead_letters(delivery_app: Callable[..., Flask]) -> None:
     app = delivery_app()
     with runtime(app).session_factory() as session:

@@ -10,6 +10,7 @@ from security.delivery.messages import (
     MessageChannel,
     MessageKind,
     MessageTemplateError,
+    prepare_context,
     redact,
     render,
 )
@@ -116,3 +117,31 @@ def test_appeal_decision_wording_follows_the_decision() -> None:
 
 def test_redact_replaces_longest_secret_first_and_ignores_empty() -> None:
     assert redact("abc abcdef", ("abc", "abcdef", "")) == f"{REDACTED} {REDACTED}"
+
+
+def test_prepare_context_builds_links_resolves_aliases_and_keeps_sender_values() -> None:
+    values = prepare_context(
+        {"account_id": "acc_1", "ttl_minutes": 30}, {"token": "a/b+c"}, base_url="https://wallet.example/"
+    )
+    assert values["expires_minutes"] == 30
+    # URL-encoded, in the fragment (never sent to a server), base URL without a double slash.
+    assert values["reset_url"] == "https://wallet.example/reset-password#token=a%2Fb%2Bc"
+    assert values["appeal_url"] == "https://wallet.example/appeal"
+    without_token = prepare_context({}, {}, base_url="https://w")
+    assert "reset_url" not in without_token
+    own = prepare_context({"freeze_url": "https://elsewhere/f"}, {}, base_url="https://w")
+    assert own["freeze_url"] == "https://elsewhere/f"
+    custom = prepare_context({}, {"token": "t"}, links={"reset_url": "{base_url}/r/{token}"}, base_url="https://w")
+    assert custom["reset_url"] == "https://w/r/t"
+
+
+def test_password_reset_as_the_credentials_slice_queues_it() -> None:
+    # security/credentials: template "password_reset", context {account_id, expires_at, ttl_minutes},
+    # sealed secret {"token": ...}.
+    context = {"account_id": "acc_1", "expires_at": "2026-03-02T09:30:00+00:00", "ttl_minutes": 30}
+    values = prepare_context(context, {"token": "Zx9-secret-token"}, base_url="https://wallet.example")
+    for channel in MessageChannel:
+        message = render(MessageKind.PASSWORD_RESET, channel, values)
+        assert "https://wallet.example/reset-password#token=Zx9-secret-token" in message.text
+        assert "30 min" in message.text
+        assert "Zx9-secret-token" not in message.redacted_text()

@@ -70,8 +70,11 @@ def test_invalid_settings_are_refused_with_a_reason(
 def test_production_refuses_endpoints_without_url_and_revealing_logs() -> None:
     with pytest.raises(ValidationError, match="without url"):
         config("production", webhooks={"endpoints": [{"name": "backend"}]})
+    with pytest.raises(ValidationError, match="no \\[\\[webhooks.endpoints\\]\\] configured"):
+        config("production")
+    real = {"endpoints": [{"name": "backend", "url": "https://b/h", "secrets": [SECRET]}]}
     with pytest.raises(ValidationError, match="reveal_secrets_in_log"):
-        config("production", reveal_secrets_in_log=True)
+        config("production", webhooks=real, reveal_secrets_in_log=True)
     ok = config("production", webhooks={"endpoints": [{"name": "backend", "url": "https://b/h", "secrets": [SECRET]}]})
     assert ok.log_unsent_webhooks is False
 

@@ -23,8 +23,8 @@ from .conftest import WebhookReceiver
 from .test_dispatcher import NEW_SECRET, endpoint_config, enqueue, received_ids, rows
 
 ROOT = Path(__file__).resolve().parents[2]
-LEASE_S = 2.0
-SEND_TIMEOUT_S = 1.0
+LEASE_S = 4.0
+SEND_TIMEOUT_S = 3.0
 WAIT_S = 20.0
 
 
