@@ -9,13 +9,16 @@ from typing import Annotated, Any, Final, Literal
 from flask import Blueprint, Flask
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from security.accounts.views import account_service
 from security.audit import services as audit_services
 from security.clients.auth import ClientScope, current_client
+from security.credentials.interfaces import PASSWORD_RESET_HOOKS
 from security.errors import Conflict, FoxguardError, InvalidInput
 from security.locks.services import LockService
+from security.locks.states import RequiredAction
 from security.permissions import Scope
 from security.risk.denylist import DenyListService
 from security.risk.features import EventKind
@@ -33,7 +36,7 @@ from security.risk.schemas import (
     LoginEventIn,
     TransactionEventIn,
 )
-from security.risk.second_factor import login_second_factor
+from security.risk.second_factor import CredentialsSecondFactor, SecondFactorVerifier
 from security.risk.services import RiskService
 from security.runtime import runtime
 from security.web.api import operation, validation_problem
@@ -65,6 +68,17 @@ def current_ruleset() -> RuleSet:
 
 def lock_service(d: Deps) -> LockService:
     return LockService(d.session, clock=d.clock, entropy=d.entropy, audit=d.audit, outbox=d.outbox)
+
+
+def login_second_factor(d: Deps) -> SecondFactorVerifier:
+    """The second-factor check the login check uses: the credentials slice's TOTP and recovery codes."""
+    return CredentialsSecondFactor(d.session, secret_box=d.secret_box, audit=d.audit, outbox=d.outbox)
+
+
+def complete_reset_password_action(session: Session, *, account_id: str, at: datetime, actor: str) -> None:
+    """Password-reset hook: a reset completes a pending ``reset_password`` action (and ends brute-force
+    locks); the lock is released once nothing else is required."""
+    lock_service(deps()).complete_action(account_id, RequiredAction.RESET_PASSWORD, actor=actor)
 
 
 def risk_service(d: Deps) -> RiskService:
@@ -241,6 +255,7 @@ def init_app(app: Flask) -> None:
     """Load and validate the rule file once (the app refuses to start with a bad one) and register routes."""
     settings = runtime(app).settings
     runtime(app).extras[RULESET_KEY] = load_ruleset(rules_path(settings.section("risk")))
+    runtime(app).extras.setdefault(PASSWORD_RESET_HOOKS, []).append(complete_reset_password_action)
     app.register_blueprint(bp)
     from security.risk import cli
 

@@ -62,7 +62,7 @@ def test_account_takeover_chain(flows, clock, db_session):
     """Phished password: login from a new place, e-mail and MFA changes, then a drain to a new payee."""
     flows.account("bob")
     flows.warm_up("bob", logins=6, step=timedelta(days=2))
-    for _n in range(8):
+    for _ in range(8):
         flows.transaction("bob", amount="80.00", address="0xlandlord", country="DE")
         clock.advance(days=1)
     clock.advance(days=2)  # the last familiar login was days ago: travel is possible, the place is not
