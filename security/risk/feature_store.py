@@ -45,6 +45,11 @@ from security.risk.models import DenyListEntry, DenyListKind, FamiliarityCount, 
 from security.risk.rules import BruteForceConfig
 from security.risk.stats import p95, robust_z
 
+#: The all-users counters are split over shards (stored scopes "*0".."*15", picked by account) so that
+#: concurrent logins of different accounts rarely wait on the same hot counter row; reads sum the
+#: shards back into the logical scope ``GLOBAL_SCOPE``. ("*" cannot start an account id.)
+GLOBAL_SHARDS: Final = 16
+SHARD_SCOPES: Final = tuple(f"*{k}" for k in range(GLOBAL_SHARDS))
 GLOBAL_SCOPE: Final = ""
 TOTAL_ROW: Final = ""  # the per-level total row's value
 DEVICE_LEVEL: Final = "device"
@@ -66,6 +71,23 @@ SENSITIVE_CHANGES: Final = frozenset({"email", "phone", "password", "mfa_enabled
 INITIAL_PASSWORD_GRACE: Final = timedelta(hours=1)
 #: Transactions that did not go out do not count as the account's normal amounts.
 NOT_EXECUTED: Final = ("block",)
+
+
+def global_shard(account_id: str) -> str:
+    """Return the stored scope of the all-users counters this account's logins update."""
+    digest = hashlib.sha256(account_id.encode()).digest()
+    return SHARD_SCOPES[int.from_bytes(digest[:4], "big") % GLOBAL_SHARDS]
+
+
+@dataclass
+class Tally:
+    """A counter row's values (summed over shards for the global scope)."""
+
+    count: int
+    children: int
+
+
+CountMap = dict[tuple[str, str, str], Tally]
 
 
 def value_key(value: str) -> str:
@@ -133,28 +155,40 @@ class FeatureStore:
         ).all()
         return {row.kind for row in found}
 
-    def _counts(self, scopes: Iterable[str], levels: Iterable[str], values: Iterable[str]) -> dict[
-        tuple[str, str, str], FamiliarityCount
-    ]:
-        rows = self._session.scalars(
-            select(FamiliarityCount).where(
-                FamiliarityCount.scope.in_(list(scopes)),
-                FamiliarityCount.level.in_(list(levels)),
-                FamiliarityCount.value.in_([*values, TOTAL_ROW]),
+    def _counts(self, account_id: str, levels: Iterable[str], values: Iterable[str], *,
+                raw: bool = False) -> CountMap:
+        """Read the account's and the global counters for these levels/values (and level totals).
+
+        Global shards are summed into ``GLOBAL_SCOPE`` unless ``raw`` (then keyed by stored scope).
+        """
+        rows = self._session.execute(
+            select(FamiliarityCount.scope, FamiliarityCount.level, FamiliarityCount.value,
+                   FamiliarityCount.count.label("n"), FamiliarityCount.children.label("kids")).where(
+                FamiliarityCount.scope.in_([account_id, *SHARD_SCOPES]),
+                FamiliarityCount.level.in_(sorted(set(levels))),
+                FamiliarityCount.value.in_(sorted({*values, TOTAL_ROW})),
             )
         )
-        return {(r.scope, r.level, r.value): r for r in rows}
+        out: CountMap = {}
+        for row in rows:
+            scope = row.scope if raw or row.scope == account_id else GLOBAL_SCOPE
+            tally = out.setdefault((scope, row.level, row.value), Tally(0, 0))
+            tally.count += row.n
+            tally.children += row.kids
+        return out
 
-    def _seen(self, account_id: str, level: str, value: str | None,
-              counts: dict[tuple[str, str, str], FamiliarityCount] | None = None) -> bool | None:
+    def _seen(self, account_id: str, level: str, value: str | None, counts: CountMap | None = None) -> bool | None:
         """Whether the account used ``value`` at ``level`` before (None when the value is unknown)."""
         if not value:
             return None
         key = (account_id, level, value_key(value))
-        row = counts.get(key) if counts is not None else self._session.get(FamiliarityCount, key)
+        if counts is not None:
+            tally = counts.get(key)
+            return tally is not None and tally.count > 0
+        row = self._session.get(FamiliarityCount, key)
         return row is not None and row.count > 0
 
-    def _population(self, counts: dict[tuple[str, str, str], FamiliarityCount], scope: str,
+    def _population(self, counts: CountMap, scope: str,
                     levels: Sequence[str], values: Sequence[str]) -> PopulationStats:
         def get(level: str, value: str) -> tuple[int, int]:
             row = counts.get((scope, level, value))
@@ -172,7 +206,7 @@ class FeatureStore:
         return PopulationStats(total=total, exact=exact, distinct=distinct, levels=tuple(coarser))
 
     def familiarity_features(self, account_id: str, ctx: Context) -> tuple[
-        dict[str, FeatureValue], str | None, dict[tuple[str, str, str], FamiliarityCount]
+        dict[str, FeatureValue], str | None, CountMap
     ]:
         """Return ``familiarity_log10`` and ``successful_login_count``, an explanation, and the counter
         rows read (they also answer "new device?" and "new country?" without another query)."""
@@ -184,7 +218,7 @@ class FeatureStore:
         if ctx.country:
             all_levels.append(IP_LEVELS[2])
             all_values.append(ctx.country.upper())
-        counts = self._counts([GLOBAL_SCOPE, account_id], all_levels, all_values)
+        counts = self._counts(account_id, all_levels, all_values)
         user_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, account_id))
         total_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, TOTAL_ROW))
         user_logins = user_row.count if user_row else 0
@@ -209,23 +243,26 @@ class FeatureStore:
     def record_successful_login(self, account_id: str, ctx: Context) -> None:
         """Add a successful login to the familiarity counters (global and the account's own).
 
-        One read and one multi-row upsert. ``children`` (distinct values, for smoothing) grows when a
-        value is new in its scope; two concurrent first sightings of the same value may both count it,
-        which only nudges a smoothing constant. Rows are written in key order so concurrent upserts
-        lock them in the same order (no deadlocks).
+        One read and one executemany upsert, into the account's own scope and its global shard.
+        ``children`` (distinct values, for smoothing) grows when a value is new in its stored scope; a
+        value first seen in two shards (or by two concurrent first sightings) is counted twice, which
+        only nudges a smoothing constant (values like an IP address mostly live in one account's
+        shard). Rows are written in key order so concurrent upserts lock them in the same order.
         """
         hierarchies: list[tuple[Sequence[str], Sequence[str]]] = list(ctx.hierarchies().values())
         if ctx.device_id:
             hierarchies.append(((DEVICE_LEVEL,), (ctx.device_id,)))
         if ctx.country and not ctx.ip:  # the IP hierarchy already carries the country
             hierarchies.append(((IP_LEVELS[2],), (ctx.country.upper(),)))
+        shard = global_shard(account_id)
         scoped = [(scope, levels, [value_key(v) for v in values])
-                  for scope in (GLOBAL_SCOPE, account_id) for levels, values in hierarchies]
-        scoped.append((GLOBAL_SCOPE, (USER_LEVEL,), [account_id]))
+                  for scope in (shard, account_id) for levels, values in hierarchies]
+        scoped.append((shard, (USER_LEVEL,), [account_id]))
         existing = self._counts(
-            {account_id, GLOBAL_SCOPE},
+            account_id,
             {lvl for _, levels, _ in scoped for lvl in levels},
             {v for _, _, values in scoped for v in values},
+            raw=True,
         )
         deltas: dict[tuple[str, str, str], list[int]] = {}
 
@@ -334,7 +371,7 @@ class FeatureStore:
 
     def _place_features(self, account_id: str, ctx: Context, occurred_at: datetime,
                         explanations: dict[str, str],
-                        counts: dict[tuple[str, str, str], FamiliarityCount] | None = None,
+                        counts: CountMap | None = None,
                         ) -> dict[str, FeatureValue]:
         values: dict[str, FeatureValue] = {}
         seen_device = self._seen(account_id, DEVICE_LEVEL, ctx.device_id, counts)

@@ -208,3 +208,20 @@ def test_context_is_optional(flows):
     assert response.status_code == 200
     assert response.get_json()["decision"] == "allow"
     assert BERLIN["country"] == "DE"
+
+
+def test_familiarity_counters_are_sharded_by_account(flows, db_session):
+    from security.risk.feature_store import GLOBAL_SHARDS, global_shard
+    from security.risk.models import FamiliarityCount
+
+    flows.account("acc-1")
+    flows.account("acc-2")
+    flows.login("acc-1")
+    flows.login("acc-2")
+    scopes = set(db_session.scalars(select(FamiliarityCount.scope)))
+    assert scopes == {"acc-1", "acc-2", global_shard("acc-1"), global_shard("acc-2")}
+    assert len({global_shard(f"a{n}") for n in range(200)}) == GLOBAL_SHARDS
+    # Each shard counts its own users; together they count everyone.
+    users = db_session.scalars(select(FamiliarityCount.children).where(
+        FamiliarityCount.level == "user", FamiliarityCount.value == "")).all()
+    assert sum(users) == 2
