@@ -71,6 +71,8 @@ UNKNOWN_IDENTIFIER_SUBJECT = "identifier"
 """Audit subject type of reset requests naming no account (subject id: a digest of the identifier)."""
 IDENTIFIER_DIGEST_DOMAIN = "foxguard:reset-identifier:v1:"
 SYSTEM_ACTOR = "system"
+UNMATCHED_ACCOUNT = ""
+"""An account id that cannot exist (ids are 1-64 characters): used to mirror work for unknown identifiers."""
 
 
 def _rowcount(result: Any) -> int:
@@ -87,8 +89,18 @@ class SecondFactorService:
         self._outbox = outbox
 
     def confirmed_credential(self, account_id: str) -> TotpCredential | None:
-        """The account's confirmed authenticator, if any."""
-        credential = self._session.get(TotpCredential, account_id)
+        """The account's confirmed authenticator, if any, row-locked until the transaction ends.
+
+        Every second-factor use locks the credential row *first*, before any recovery-code or token row:
+        one lock order for all of them, so two requests on the same account queue instead of deadlocking
+        (SQLite has no row locks; its IMMEDIATE transactions already serialise writers).
+        """
+        credential = self._session.scalars(
+            select(TotpCredential)
+            .where(TotpCredential.account_id == account_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one_or_none()
         return credential if credential is not None and credential.confirmed else None
 
     def verify(
@@ -132,7 +144,9 @@ class SecondFactorService:
             .where(TotpCredential.account_id == account_id)
             .values(failure_count=TotpCredential.failure_count + 1, last_failure_at=at)
             .returning(TotpCredential.failure_count)
-        ).scalar_one()
+        ).scalar()
+        if count is None:  # disabled by a concurrent request meanwhile: nothing left to count on
+            return SecondFactorResult(SecondFactorOutcome.REJECTED)
         self._audit.record(
             AuditTag.MFA_VERIFICATION_FAILED, actor=actor, subject_type="account", subject_id=account_id,
             data={"method": method, "failure_count": count},
@@ -263,9 +277,19 @@ class TotpService:
         step = totp.verify(secret, code, at=now, last_step=None)
         if step is None:
             raise InvalidTotpCode()
-        credential.confirmed_at = now
-        credential.last_step = step
-        credential.failure_count = 0
+        # Conditional on still being pending and on the same secret: of two concurrent confirmations
+        # (or a confirmation racing a restart) only one activates, so no one is shown dead codes.
+        activated = self._session.execute(
+            update(TotpCredential)
+            .where(
+                TotpCredential.account_id == account_id,
+                TotpCredential.confirmed_at.is_(None),
+                TotpCredential.secret_ciphertext == credential.secret_ciphertext,
+            )
+            .values(confirmed_at=now, last_step=step, failure_count=0)
+        )
+        if _rowcount(activated) != 1:
+            raise TotpAlreadyEnabled()
         codes = self._replace_recovery_codes(account_id, now)
         self._audit.record(
             AuditTag.MFA_ENABLED, actor=actor, subject_type="account", subject_id=account_id,
@@ -305,8 +329,10 @@ class TotpService:
         )
         if not result.accepted:
             return result
+        removed = self._session.execute(delete(TotpCredential).where(TotpCredential.account_id == account_id))
+        if _rowcount(removed) != 1:
+            raise TotpNotEnabled()  # a concurrent request disabled it first; roll back, announce once
         self._session.execute(delete(RecoveryCode).where(RecoveryCode.account_id == account_id))
-        self._session.execute(delete(TotpCredential).where(TotpCredential.account_id == account_id))
         method = "totp" if result.outcome is SecondFactorOutcome.ACCEPTED_TOTP else "recovery_code"
         self._audit.record(
             AuditTag.MFA_DISABLED, actor=actor, subject_type="account", subject_id=account_id,
@@ -419,7 +445,10 @@ class PasswordResetService:
         account = self._accounts.find_by_identifier(identifier)
         issued = tokens.issue(self._entropy, at=now, ttl=self._ttl)
         if account is None:
-            self._box.encrypt(issued.token.encode("ascii"))  # the cost of sealing the message below
+            # Mirror the known path's work: the voiding round trip (matches nothing here) and the
+            # encryption that seals the outgoing message.
+            self._void_outstanding(UNMATCHED_ACCOUNT, now)
+            self._box.encrypt(issued.token.encode("ascii"))
             self._audit.record(
                 AuditTag.RESET_REQUESTED, actor=actor, subject_type=UNKNOWN_IDENTIFIER_SUBJECT,
                 subject_id=identifier_digest(identifier), data={"matched": False},
