@@ -32,6 +32,7 @@ from security.credentials.interfaces import (
     SecondFactorRequired,
     SecondFactorResult,
     TotpAlreadyEnabled,
+    TotpEnabledHook,
     TotpNotEnabled,
     TotpNotPending,
 )
@@ -223,6 +224,7 @@ class TotpService:
         audit: AuditLog,
         outbox: Outbox,
         issuer: str,
+        on_enabled: Sequence[TotpEnabledHook] = (),
     ) -> None:
         self._session = session
         self._clock = clock
@@ -231,6 +233,7 @@ class TotpService:
         self._audit = audit
         self._outbox = outbox
         self._issuer = issuer
+        self._on_enabled = tuple(on_enabled)
         self.second_factor = SecondFactorService(session, secret_box=secret_box, audit=audit, outbox=outbox)
 
     def _account(self, account_id: str) -> Account:
@@ -300,6 +303,8 @@ class TotpService:
             {"account_id": account_id, "method": "totp", "enabled_at": now.isoformat()},
             ordering_key=account_id,
         )
+        for hook in self._on_enabled:
+            hook(self._session, account_id=account_id, at=now, actor=actor)
         self._session.flush()
         return codes
 
