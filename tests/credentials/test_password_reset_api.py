@@ -327,6 +327,17 @@ class TestRateLimits:
         assert request_reset(first, "shared@example.com").status_code == 429
 
 
+def test_unreachable_rate_limit_storage_fails_closed_with_503(app_factory, db_session):
+    # Nothing listens on port 9 (discard) locally: the Redis storage cannot be reached.
+    app = app_factory(redis={"url": "redis://127.0.0.1:9/0"})
+    response = request_reset(app.test_client(), "ana@example.com")
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["code"] == "rate_limiter_unavailable"
+    assert response.headers["Retry-After"] == "30"
+    assert db_session.scalars(select(PasswordResetToken)).all() == []
+
+
 def test_invalid_rate_limit_setting_fails_at_start(app_factory):
     with pytest.raises(ValueError, match="not a rate limit"):
         app_factory(credentials={"reset_requests_per_ip": "lots"})
