@@ -37,7 +37,7 @@ from security.credentials.interfaces import (
     TotpNotPending,
 )
 from security.credentials.models import PasswordResetToken, RecoveryCode, TotpCredential
-from security.crypto import SecretBox, sha256_hex
+from security.crypto import SecretBox, UndecryptableSecret, sha256_hex
 from security.delivery.outbox import Channel, Outbox
 from security.entropy import Entropy
 from security.errors import AccountNotFound, WeakPassword
@@ -387,7 +387,12 @@ def rotate_totp_secrets(session: Session, *, secret_box: SecretBox, audit: Audit
     """
     count = 0
     for credential in session.scalars(select(TotpCredential).order_by(TotpCredential.account_id)):
-        credential.secret_ciphertext = secret_box.rotate(credential.secret_ciphertext)
+        try:
+            credential.secret_ciphertext = secret_box.rotate(credential.secret_ciphertext)
+        except UndecryptableSecret as exc:
+            raise UndecryptableSecret(
+                f"the TOTP secret of account {credential.account_id!r} matches none of the configured keys"
+            ) from exc
         count += 1
     audit.record(
         AuditTag.SECRETS_ROTATED, actor=actor, subject_type="system", subject_id="totp_credentials",
