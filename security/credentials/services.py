@@ -37,7 +37,7 @@ from security.credentials.interfaces import (
     TotpNotPending,
 )
 from security.credentials.models import PasswordResetToken, RecoveryCode, TotpCredential
-from security.crypto import SecretBox, UndecryptableSecret, sha256_hex
+from security.crypto import SecretBox, UndecryptableSecret, keyed_hash
 from security.delivery.outbox import Channel, Outbox
 from security.entropy import Entropy
 from security.errors import AccountNotFound, WeakPassword
@@ -410,9 +410,13 @@ class ResetOutcome:
     second_factor: SecondFactorResult
 
 
-def identifier_digest(identifier: str) -> str:
-    """Digest naming an identifier that matched no account in the audit log (never the raw value)."""
-    return sha256_hex(IDENTIFIER_DIGEST_DOMAIN + identifier.strip().lower())
+def identifier_digest(identifier: str, *, key: str) -> str:
+    """Keyed digest naming an identifier that matched no account in the audit log (never the raw value).
+
+    Keyed (HMAC) so a reader of the audit log cannot confirm a guessed e-mail address by hashing it;
+    whoever holds the key can still group repeated requests for the same identifier.
+    """
+    return keyed_hash(key, IDENTIFIER_DIGEST_DOMAIN + identifier.strip().lower())
 
 
 class PasswordResetService:
@@ -429,6 +433,7 @@ class PasswordResetService:
         outbox: Outbox,
         accounts: AccountService,
         second_factor: SecondFactorService,
+        identifier_key: str,
         token_ttl: timedelta = tokens.RESET_TOKEN_TTL,
         max_second_factor_failures: int = 5,
         hooks: Sequence[PasswordResetHook] = (),
@@ -441,6 +446,7 @@ class PasswordResetService:
         self._outbox = outbox
         self._accounts = accounts
         self._second_factor = second_factor
+        self._identifier_key = identifier_key
         self._ttl = token_ttl
         self._max_failures = max_second_factor_failures
         self._hooks = tuple(hooks)
@@ -461,7 +467,7 @@ class PasswordResetService:
             self._box.encrypt(issued.token.encode("ascii"))
             self._audit.record(
                 AuditTag.RESET_REQUESTED, actor=actor, subject_type=UNKNOWN_IDENTIFIER_SUBJECT,
-                subject_id=identifier_digest(identifier), data={"matched": False},
+                subject_id=identifier_digest(identifier, key=self._identifier_key), data={"matched": False},
             )
             return
         self._void_outstanding(account.id, now)

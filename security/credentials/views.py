@@ -71,6 +71,7 @@ def reset_service(d: Deps) -> PasswordResetService:
         outbox=d.outbox,
         accounts=account_service(d),
         second_factor=second_factor_service(d),
+        identifier_key=d.settings.secrets.identity_hmac_key,
         token_ttl=cfg.reset_token_ttl,
         max_second_factor_failures=cfg.reset_max_second_factor_failures,
         hooks=d.runtime.extras.get(PASSWORD_RESET_HOOKS, ()),

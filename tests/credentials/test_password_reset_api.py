@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import timedelta
@@ -81,13 +82,14 @@ def test_known_and_unknown_identifiers_get_byte_identical_answers(client, api, a
     assert sum(t.voided_at is None for t in tokens) == 1
 
 
-def test_unknown_identifier_is_audited_by_digest_without_writing_a_token(client, db_session):
+def test_unknown_identifier_is_audited_by_digest_without_writing_a_token(client, db_session, settings):
     assert request_reset(client, "Ghost@Example.com").status_code == 202
     assert db_session.scalars(select(PasswordResetToken)).all() == []
     assert outbox(db_session) == []
     entry = db_session.scalars(select(AuditEntry).where(AuditEntry.action == "account:password:reset_requested")).one()
     assert entry.subject_type == "identifier"
-    assert entry.subject_id == identifier_digest("ghost@example.com")
+    assert entry.subject_id == identifier_digest("ghost@example.com", key=settings.secrets.identity_hmac_key)
+    assert entry.subject_id != hashlib.sha256(b"ghost@example.com").hexdigest()
     assert "ghost" not in json.dumps(entry.data)
 
 
