@@ -66,7 +66,7 @@ def outbox_list(status: str | None, limit: int) -> None:
     """List messages, newest first: id, message id, status, channel, event, destination, attempts, error."""
     with cli_session() as session:
         queue = OutboxQueue(session)
-        messages = queue.list(status=OutboxStatus(status) if status else None, limit=limit)
+        messages = queue.list_messages(status=OutboxStatus(status) if status else None, limit=limit)
         if not messages:
             click.echo("no messages")
             return

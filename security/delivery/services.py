@@ -178,7 +178,7 @@ class OutboxQueue:
 
     # ------------------------------------------------------------------ operators
 
-    def list(self, *, status: OutboxStatus | None = None, limit: int = 100) -> Sequence[OutboxMessage]:
+    def list_messages(self, *, status: OutboxStatus | None = None, limit: int = 100) -> Sequence[OutboxMessage]:
         """Messages, newest first, optionally of one status."""
         query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
         if status is not None:
