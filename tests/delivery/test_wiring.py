@@ -200,3 +200,25 @@ def test_background_flag_starts_one_dispatcher_thread_on_the_first_request(
         thread.stop(timeout=5)
     assert received_ids(receiver) == ids
     assert not thread.alive
+
+
+# ------------------------------------------------------------------------ /metrics
+
+
+def test_metrics_report_the_outbox_backlog(app: Flask, client: FlaskClient, clock: Any) -> None:
+    from security.delivery.outbox import Outbox
+
+    rt = runtime(app)
+    with rt.session_factory() as session:
+        box = Outbox(session, clock=rt.clock, entropy=rt.entropy, secret_box=rt.secret_box)
+        box.webhook("account.locked", {"account_id": "A"}, ordering_key="A")
+        box.webhook("account.unlocked", {"account_id": "A"}, ordering_key="A")
+        dead = box.email("a@example.com", "lock_notice", {})
+        session.flush()
+        dead.status = OutboxStatus.DEAD
+        session.commit()
+    clock.advance(seconds=90)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'foxguard_outbox_messages{channel="webhook",status="pending"} 2.0' in text
+    assert 'foxguard_outbox_messages{channel="email",status="dead"} 1.0' in text
+    assert "foxguard_outbox_oldest_pending_seconds 90.0" in text
