@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import event, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from security.audit.chain import GENESIS_HASH, ChainBreak, ChainRecord, entry_hash, verify_chain
 from security.audit.models import AuditEntry, AuditHead
@@ -26,6 +26,8 @@ HEAD_ROW_ID = 1
 
 @dataclass(frozen=True)
 class _Pending:
+    # The innermost transaction the entry was recorded in: rolling that back (or an outer one) drops it.
+    transaction: SessionTransaction | None
     at: datetime
     actor: str
     action: str
@@ -53,9 +55,12 @@ class AuditLog:
         data: Mapping[str, Any] | None = None,
     ) -> None:
         """Queue an entry; it is chained and written when the session commits (or rolled back with it)."""
+        # Make sure a transaction has begun, so a rollback of it can be told to drop this entry.
+        self._session.connection()
         pending: list[_Pending] = self._session.info.setdefault(_PENDING_KEY, [])
         pending.append(
             _Pending(
+                transaction=self._session.get_nested_transaction() or self._session.get_transaction(),
                 at=self._clock.now(),
                 actor=actor,
                 action=str(action),
@@ -97,7 +102,20 @@ def _write_pending(session: Session) -> None:
             request_id=item.request_id,
             prev_hash=prev_hash,
         )
-        rows.append({**item.__dict__, "seq": seq, "prev_hash": prev_hash, "hash": digest})
+        rows.append(
+            {
+                "seq": seq,
+                "at": item.at,
+                "actor": item.actor,
+                "action": item.action,
+                "subject_type": item.subject_type,
+                "subject_id": item.subject_id,
+                "data": item.data,
+                "request_id": item.request_id,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
         prev_hash = digest
     session.execute(insert(AuditEntry), rows)
     session.execute(update(AuditHead).where(AuditHead.id == HEAD_ROW_ID).values(hash=prev_hash))
@@ -108,9 +126,22 @@ def _chain_pending_entries(session: Session) -> None:
     _write_pending(session)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_pending_entries(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
+def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back_entries(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A rolled-back transaction or savepoint takes the entries recorded inside it along."""
+    pending: list[_Pending] | None = session.info.get(_PENDING_KEY)
+    if pending and previous_transaction.parent is None:
+        session.info.pop(_PENDING_KEY, None)  # the whole transaction is gone
+    elif pending:
+        session.info[_PENDING_KEY] = [p for p in pending if not _within(p.transaction, previous_transaction)]
 
 
 def pending_count(session: Session) -> int:

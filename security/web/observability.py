@@ -50,9 +50,21 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (so redirection and capture work)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(level: str) -> None:
     """One JSON object per line on stderr; never request bodies, so no secrets."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(
         JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s", timestamp=False)
     )
@@ -116,7 +128,7 @@ def metrics() -> Response:
     """Prometheus exposition (aggregated across gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
