@@ -58,6 +58,7 @@ def test_defaults_follow_the_documented_schedule_and_reveal_only_in_development(
         ({}, {"mailer": "pigeon"}, "mailer"),
         ({}, {"lease_s": 0}, "lease_s"),
         ({"timeout_s": 30}, {"lease_s": 20}, "longer than the send timeout"),
+        ({}, {"mailer": "smtp", "smtp": {"host": "smtp.example.com", "security": "none", "username": "u"}}, "in clear"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_reason(
