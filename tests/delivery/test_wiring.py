@@ -176,6 +176,28 @@ def test_cli_retry_and_list(delivery_app: Callable[..., Flask]) -> None:
         assert entry.data["previous_status"] == "dead"
 
 
+def test_cli_purge_deletes_only_old_delivered_messages(delivery_app: Callable[..., Flask], clock: Any) -> None:
+    app = delivery_app(webhooks={"endpoints": [{"name": "backend"}]})
+    runner = app.test_cli_runner()
+    [old] = enqueue(app, [("account.locked", "A")])
+    assert "delivered 1" in runner.invoke(args=["outbox", "run", "--once"]).output
+    clock.advance(days=31)
+    [recent] = enqueue(app, [("account.unlocked", "A")])
+    assert "delivered 1" in runner.invoke(args=["outbox", "run", "--once"]).output
+    [waiting] = enqueue(app, [("mfa.enabled", "B")])
+    with runtime(app).session_factory() as session:
+        row = session.scalars(select(OutboxMessage).where(OutboxMessage.message_id == waiting)).one()
+        row.status = OutboxStatus.DEAD
+        session.commit()
+
+    result = runner.invoke(args=["outbox", "purge", "--older-than-days", "30"])
+
+    assert result.exit_code == 0, result.output
+    assert "1 delivered message(s) purged" in result.output
+    assert {r.message_id for r in rows(app)} == {recent, waiting}
+    assert old not in {r.message_id for r in rows(app)}
+
+
 # ------------------------------------------------------------------------ in-process dispatcher
 
 
