@@ -22,28 +22,14 @@ from typing import Annotated, Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from security.locks.states import LockKind, RequiredAction
+
 SECTION: Final = "appeals"
 RULES_FILE: Final = "rules.toml"
 FALLBACK_FILE: Final = "appeals.toml"
 #: Shortest contact code accepted by the policy (NIST SP 800-63B: 6+ digits for an out-of-band code).
 MIN_CODE_DIGITS: Final = 6
 MAX_CODE_DIGITS: Final = 10
-
-
-class LockKind(StrEnum):
-    """Lock kinds (same vocabulary as ``security.locks.states.LockKind``)."""
-
-    BRUTE_FORCE = "brute_force"
-    RISK = "risk"
-    OPERATOR = "operator"
-    USER_REPORTED = "user_reported"
-
-
-class RequiredAction(StrEnum):
-    """Actions before release (same vocabulary as ``security.locks.states.RequiredAction``)."""
-
-    RESET_PASSWORD = "reset_password"
-    ENROLL_TOTP = "enroll_totp"
 
 
 class VerificationMethod(StrEnum):

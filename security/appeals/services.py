@@ -411,10 +411,20 @@ class AppealService:
                            data={"channel": channel, "number": appeal.contact_codes_sent})
 
     def resend_code(self, appeal: Appeal) -> None:
-        """Send a new contact code (the previous one stops working), within the per-appeal limit."""
+        """Send a new contact code (the previous one stops working), within the per-appeal limit.
+
+        Allowed while the contact code is still needed: before the first verification, or when an
+        earlier contact-code proof went stale (older than the kind's ``proof_ttl_hours``).
+        """
         self.refresh(appeal)
-        if AppealState(appeal.state) is not AppealState.SUBMITTED:
-            raise VerificationNotNeeded("A new code can only be sent before the first verification.")
+        state = AppealState(appeal.state)
+        current = self.progress_of(appeal)
+        still_needed = state is AppealState.SUBMITTED or (
+            state is AppealState.VERIFYING and current is not None
+            and VerificationMethod.CONTACT_CODE in current.useful_methods
+        )
+        if not still_needed:
+            raise VerificationNotNeeded("The contact code is not needed now.")
         if appeal.contact_codes_sent >= self._policy.max_contact_codes:
             raise TooManyCodes()
         account = self._session.get(Account, appeal.account_id) if appeal.account_id else None
@@ -656,6 +666,31 @@ class AppealService:
                 self._apply_approval(appeal, actor=actor, reason=user_reason, automatic=False)
         self._session.flush()
         return appeal
+
+    def review_queue(self, *, limit: int = 100) -> list[Appeal]:
+        """Service API: appeals waiting for a review, oldest first (decoys never wait for review)."""
+        return list(self._session.scalars(
+            select(Appeal).where(Appeal.state == AppealState.PENDING_REVIEW)
+            .order_by(Appeal.updated_at, Appeal.id).limit(limit)
+        ))
+
+    def reviews(self, appeal: Appeal) -> list[AppealReview]:
+        """Service API: the operators' decisions on an appeal, oldest first (notes included)."""
+        return list(self._session.scalars(
+            select(AppealReview).where(AppealReview.appeal_id == appeal.id).order_by(AppealReview.id)
+        ))
+
+    def history(self, appeal: Appeal) -> list[AppealHistory]:
+        """Service API: every transition of an appeal, oldest first."""
+        return list(self._session.scalars(
+            select(AppealHistory).where(AppealHistory.appeal_id == appeal.id).order_by(AppealHistory.id)
+        ))
+
+    def withdraw(self, appeal: Appeal, *, actor: str = USER_ACTOR) -> None:
+        """The user gives up (before a decision); the lock stays and may be appealed again."""
+        self.refresh(appeal)
+        self._transition(appeal, AppealEvent.WITHDRAW, ActorKind.USER, actor)
+        self._session.flush()
 
     def approvals(self, appeal: Appeal) -> int:
         """Distinct operators who approved the appeal so far."""
@@ -1005,7 +1040,7 @@ class FreezeService:
         lock = self._locks.place(
             account, kind=LockKind.USER_REPORTED,
             reasons=[{"rule": "user_reported", "detail": (reason or "").strip() or DEFAULT_FREEZE_DETAIL}],
-            actor=actor, required_actions=[RequiredAction(str(a)) for a in actions],
+            actor=actor, required_actions=actions,
             note=f"frozen by the owner (proof: {proof})",
         )
         return FreezeResult(FreezeOutcome.FROZEN, reference=lock.reference)

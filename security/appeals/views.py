@@ -241,6 +241,19 @@ def post_message(appeal_id: uuid.UUID, body: MessageIn) -> AppealOut:
 
 
 @operation(
+    bp, "/v1/appeals/<uuid:appeal_id>/withdraw", method="POST", response=AppealOut,
+    auth=APPEAL_TOKEN, summary="Withdraw an appeal", tags=["appeals"],
+    errors={401: "invalid_appeal_token", 409: "invalid_appeal_transition: already decided or closed"},
+)
+def withdraw_appeal(appeal_id: uuid.UUID) -> AppealOut:
+    """Possible until a decision. The lock stays in place and can be appealed again."""
+    service = appeal_service(deps())
+    appeal = _authorized(service, appeal_id)
+    service.withdraw(appeal)
+    return render(service.snapshot(appeal))
+
+
+@operation(
     bp, "/v1/appeals/<uuid:appeal_id>/password", method="POST", body=PasswordIn, response=AppealOut,
     auth=APPEAL_TOKEN, summary="Reset the password after approval", tags=["appeals"],
     errors={401: "invalid_appeal_token", 409: "action_not_pending", 422: "weak_password"},

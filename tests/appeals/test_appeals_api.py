@@ -481,3 +481,59 @@ def test_openapi_documents_the_user_flows(client: FlaskClient) -> None:
         document["paths"])
     assert "security" not in document["paths"]["/v1/appeals"]["post"] or not document["paths"]["/v1/appeals"][
         "post"]["security"]
+
+
+def test_withdraw_frees_the_lock_for_a_new_appeal(
+    client: FlaskClient, db_session: Session, settings: Settings, clock: FrozenClock, owner: Owner,
+) -> None:
+    lock = place_lock(db_session, clock, owner.account_id, LockKind.RISK)
+    appeal = submit(client, owner.email)
+    pass_contact_code(appeal, db_session, settings, owner)
+    withdrawn = appeal.post("/withdraw")
+    assert withdrawn.status_code == 200
+    assert withdrawn.get_json()["state"] == "withdrawn"
+    assert appeal.post("/withdraw").get_json()["code"] == "invalid_appeal_transition"
+    assert lock_of(db_session, lock.id).status == "active"
+    again = submit(client, owner.email)
+    assert pass_contact_code(again, db_session, settings, owner)["state"] == "verifying"
+
+
+def test_a_stale_contact_code_proof_is_redone_with_a_new_code(
+    client: FlaskClient, db_session: Session, settings: Settings, clock: FrozenClock, owner: Owner,
+) -> None:
+    place_lock(db_session, clock, owner.account_id, LockKind.RISK)
+    appeal = submit(client, owner.email)
+    pass_contact_code(appeal, db_session, settings, owner)
+    fresh = appeal.post("/codes")
+    assert fresh.status_code == 409  # possession is proven; no new code needed
+    clock.advance(hours=25)  # the proof is older than proof_ttl_hours (24)
+    assert appeal.get().get_json()["needed"]["verifications"][0] == ["contact_code"]
+    assert appeal.post("/codes").status_code == 202
+    pass_contact_code(appeal, db_session, settings, owner)
+    assert appeal.verify(method="identity_document", document=DOCUMENT).get_json()["state"] == "pending_review"
+
+
+def test_review_queue_lists_only_appeals_waiting_for_operators(
+    client: FlaskClient, db_session: Session, settings: Settings, clock: FrozenClock, owner: Owner, other: Owner,
+    app: Flask,
+) -> None:
+    from security.appeals.views import appeal_service
+    from security.web.deps import deps
+
+    place_lock(db_session, clock, owner.account_id, LockKind.RISK)
+    place_lock(db_session, clock, other.account_id, LockKind.RISK)
+    waiting = submit(client, owner.email)
+    pass_contact_code(waiting, db_session, settings, owner)
+    waiting.verify(method="identity_document", document=DOCUMENT)
+    submit(client, other.email)  # not verified: not in the queue
+    submit(client, "ghost@example.com")  # decoy: never in the queue
+    with app.test_request_context():
+        assert [str(a.id) for a in appeal_service(deps()).review_queue()] == [waiting.appeal_id]
+    decide(app, waiting.appeal_id, "op-1", False, reason="Please call us.", note="odd device")
+    with app.test_request_context():
+        service = appeal_service(deps())
+        assert service.review_queue() == []
+        appeal = service.get(uuid.UUID(waiting.appeal_id))
+        assert [(r.operator_id, r.approve, r.note) for r in service.reviews(appeal)] == [
+            ("op-1", False, "odd device")]
+        assert [h.to_state for h in service.history(appeal)] == ["verifying", "pending_review", "rejected"]
