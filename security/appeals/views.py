@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import click
 from flask import Blueprint, Flask, Response
+from flask.cli import AppGroup
 
 from security.accounts.views import account_service
 from security.appeals.interfaces import FreezeOutcome, FreezeRefused, InvalidAppealToken, refusal_error
@@ -340,9 +341,7 @@ def _security_scheme(document: dict[str, Any]) -> None:
     }
 
 
-@click.group("appeals", help="Appeals housekeeping.")
-def appeals_cli() -> None:
-    """Appeals commands."""
+appeals_cli = AppGroup("appeals", help="Appeals housekeeping.")
 
 
 @appeals_cli.command("expire")

@@ -537,3 +537,19 @@ def test_review_queue_lists_only_appeals_waiting_for_operators(
         assert [(r.operator_id, r.approve, r.note) for r in service.reviews(appeal)] == [
             ("op-1", False, "odd device")]
         assert [h.to_state for h in service.history(appeal)] == ["verifying", "pending_review", "rejected"]
+
+
+def test_expiry_sweep_cli(client: FlaskClient, db_session: Session, clock: FrozenClock, owner: Owner,
+                          app: Flask) -> None:
+    place_lock(db_session, clock, owner.account_id, LockKind.RISK)
+    real = submit(client, owner.email)
+    decoy = submit(client, "ghost@example.com")
+    clock.advance(hours=71)
+    assert app.test_cli_runner().invoke(args=["appeals", "expire"]).output.strip() == "expired 0 appeal(s)"
+    clock.advance(hours=2)
+    result = app.test_cli_runner().invoke(args=["appeals", "expire"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "expired 2 appeal(s)"
+    assert {real.get().get_json()["state"], decoy.get().get_json()["state"]} == {"expired"}
+    db_session.expire_all()
+    assert db_session.scalar(select(Appeal).where(Appeal.open_lock_id.is_not(None))) is None
