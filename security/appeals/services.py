@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Final
@@ -79,6 +79,7 @@ from security.appeals.verification import (
     new_flow_token,
     token_matches,
 )
+from security.audit.models import AuditEntry
 from security.audit.services import AuditLog
 from security.clock import Clock
 from security.credentials.interfaces import PasswordResetHook
@@ -108,6 +109,10 @@ TRANSACTION_KIND: Final = "transaction"
 MAX_MESSAGES_PER_APPEAL: Final = 100
 #: Owner id that stands for "no account" in the hash of a freeze code drawn for an unknown identifier.
 NO_OWNER: Final = "-"
+#: Refused freeze attempts on one account within the window after which passwords are no longer checked
+#: (codes still work: they are limited per code). Mirrors the login's brute-force limit (5 per 15 minutes).
+MAX_FREEZE_REFUSALS: Final = 5
+FREEZE_REFUSAL_WINDOW: Final = timedelta(minutes=15)
 #: Domain of the audit digest naming an identifier that matched no account (never the raw value).
 IDENTIFIER_DIGEST_DOMAIN: Final = "foxguard:appeal-identifier:v1:"
 #: Derivation label of the contact-code HMAC key from the application secret key.
@@ -144,7 +149,8 @@ class AuditTag(StrEnum):
     ACTION_COMPLETED = "appeal:action:completed"
     AUTHENTICATOR_REPLACED = "account:mfa:replaced_by_appeal"
     FREEZE_CODE_REQUESTED = "account:freeze:code_requested"
-    FREEZE_ATTEMPTED = "account:freeze:attempted"
+    FREEZE_ACCEPTED = "account:freeze:accepted"
+    FREEZE_REFUSED = "account:freeze:refused"
 
 
 class WebhookEvent(StrEnum):
@@ -1022,15 +1028,21 @@ class FreezeService:
         account = self._accounts.find_by_identifier(identifier)
         if password is not None:
             proof = "password"
-            ok = self._accounts.verify_password(account, password)
+            if account is not None and self._recent_refusals(account.id) >= MAX_FREEZE_REFUSALS:
+                # Not a password oracle beyond the login's own brute-force limits: same work, no check.
+                self._accounts.verify_password(None, password)
+                ok = False
+            else:
+                ok = self._accounts.verify_password(account, password)
         else:
             proof = "code"
             ok = self._use_code(account, code or "")
+        accepted = ok and account is not None
         subject_type, subject_id = (("account", account.id) if account is not None
                                     else ("identifier", identifier_digest(identifier)))
-        self._audit.record(AuditTag.FREEZE_ATTEMPTED, actor=actor, subject_type=subject_type, subject_id=subject_id,
-                           data={"proof": proof, "accepted": ok and account is not None})
-        if account is None or not ok:
+        self._audit.record(AuditTag.FREEZE_ACCEPTED if accepted else AuditTag.FREEZE_REFUSED, actor=actor,
+                           subject_type=subject_type, subject_id=subject_id, data={"proof": proof})
+        if account is None or not accepted:
             self._session.flush()
             return FreezeResult(FreezeOutcome.REFUSED)
         for lock in self._locks.open_locks(account.id):
@@ -1044,6 +1056,16 @@ class FreezeService:
             note=f"frozen by the owner (proof: {proof})",
         )
         return FreezeResult(FreezeOutcome.FROZEN, reference=lock.reference)
+
+    def _recent_refusals(self, account_id: str) -> int:
+        """Refused freeze attempts on the account within the window (from the audit log: shared, durable)."""
+        since = self._clock.now() - FREEZE_REFUSAL_WINDOW
+        return self._session.scalar(
+            select(func.count()).select_from(AuditEntry).where(
+                AuditEntry.subject_type == "account", AuditEntry.subject_id == account_id,
+                AuditEntry.action == AuditTag.FREEZE_REFUSED, AuditEntry.at >= since,
+            )
+        ) or 0
 
     def _use_code(self, account: Account | None, code: str) -> bool:
         now = self._clock.now()

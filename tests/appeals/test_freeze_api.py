@@ -113,3 +113,25 @@ def test_exactly_one_proof(client: FlaskClient, owner: Owner) -> None:
 def test_freeze_is_rate_limited(client: FlaskClient) -> None:
     statuses = [freeze(client, identifier="ghost@example.com", password="x").status_code for _ in range(11)]
     assert statuses == [400] * 10 + [429]
+
+
+def test_password_freezes_stop_being_checked_after_repeated_refusals(
+    client: FlaskClient, db_session: Session, settings: Settings, clock: FrozenClock, owner: Owner,
+) -> None:
+    for _ in range(5):
+        assert freeze(client, identifier=owner.email, password="wrong-password-guess").status_code == 400
+    # Even the right password is not checked now (no password oracle beside the login's limits) ...
+    assert freeze(client, identifier=owner.email, password=PASSWORD).status_code == 400
+    assert locks(db_session, owner.account_id) == []
+    # ... but a code to the registered contact still works,
+    ask_code(client, owner.email)
+    assert freeze(client, identifier=owner.email, code=last_code(db_session, settings, owner.email)).status_code == 200
+
+
+def test_password_freezes_work_again_after_the_window(
+    client: FlaskClient, db_session: Session, clock: FrozenClock, owner: Owner,
+) -> None:
+    for _ in range(5):
+        freeze(client, identifier=owner.email, password="wrong-password-guess")
+    clock.advance(minutes=16)
+    assert freeze(client, identifier=owner.email, password=PASSWORD).status_code == 200
