@@ -13,6 +13,7 @@ what a decoy shows (no lock reference, no reason, only "contact_code" needed).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ from security.credentials.interfaces import PasswordResetHook
 from security.credentials.models import RecoveryCode, TotpCredential
 from security.credentials.services import SecondFactorService, TotpService
 from security.credentials.totp import Enrollment
-from security.crypto import keyed_hash, sha256_hex
+from security.crypto import SecretBox, keyed_hash, sha256_hex
 from security.delivery.outbox import Channel, Outbox
 from security.entropy import Entropy
 from security.errors import Conflict, InvalidInput, StaleVersion
@@ -259,6 +260,13 @@ def _send_code(outbox: Outbox, account: Account, *, code: str, ttl_minutes: int,
     return NO_CHANNEL
 
 
+def _seal_like_a_message(box: SecretBox, code: str) -> str:
+    """Do the sealing work of a code message that is not sent (decoys), so timing tells less; return the
+    channel recorded for it."""
+    box.encrypt(json.dumps({"code": code}).encode())
+    return NO_CHANNEL
+
+
 class AppealService:
     """Appeals from submission to release, and the operators' review API."""
 
@@ -275,6 +283,7 @@ class AppealService:
         accounts: AccountService,
         second_factor: SecondFactorService,
         totp: TotpService,
+        secret_box: SecretBox,
         code_key: str,
         identity_key: str,
         password_reset_hooks: Sequence[PasswordResetHook] = (),
@@ -289,6 +298,7 @@ class AppealService:
         self._accounts = accounts
         self._second_factor = second_factor
         self._totp = totp
+        self._box = secret_box
         self._code_key = code_key
         self._identity_key = identity_key
         self._hooks = tuple(password_reset_hooks)
@@ -404,9 +414,11 @@ class AppealService:
             .values(voided_at=now, version=ContactCode.version + 1)
         )
         ttl_minutes = self._policy.contact_code_ttl_minutes
-        # A decoy's code is drawn and stored like a real one, and never sent.
-        channel = (_send_code(self._outbox, account, code=issued.code, ttl_minutes=ttl_minutes, reference=reference)
-                   if account is not None else NO_CHANNEL)
+        # A decoy's code is drawn, stored and sealed like a real one, and never sent.
+        if account is not None:
+            channel = _send_code(self._outbox, account, code=issued.code, ttl_minutes=ttl_minutes, reference=reference)
+        else:
+            channel = _seal_like_a_message(self._box, issued.code)
         self._session.add(ContactCode(
             id=uuid.uuid4(), purpose=CODE_PURPOSE_APPEAL, owner_id=str(appeal.id), code_hash=issued.code_hash,
             channel=channel, created_at=now, expires_at=now + self._policy.contact_code_ttl, attempts=0,
@@ -974,6 +986,7 @@ class FreezeService:
         policy: AppealPolicy,
         locks: LockService,
         accounts: AccountService,
+        secret_box: SecretBox,
         code_key: str,
     ) -> None:
         self._session = session
@@ -984,6 +997,7 @@ class FreezeService:
         self._policy = policy
         self._locks = locks
         self._accounts = accounts
+        self._box = secret_box
         self._code_key = code_key
 
     def send_code(self, identifier: str, *, actor: str = USER_ACTOR) -> None:
@@ -997,6 +1011,7 @@ class FreezeService:
         issued = issue_contact_code(self._entropy, key=self._code_key, purpose=CODE_PURPOSE_FREEZE, owner_id=owner,
                                     digits=self._policy.contact_code_digits)
         if account is None:
+            _seal_like_a_message(self._box, issued.code)
             self._audit.record(AuditTag.FREEZE_CODE_REQUESTED, actor=actor, subject_type="identifier",
                                subject_id=identifier_digest(identifier), data={"matched": False})
             return

@@ -121,7 +121,7 @@ def appeal_service(d: Deps) -> AppealService:
     return AppealService(
         d.session, clock=d.clock, entropy=d.entropy, audit=d.audit, outbox=d.outbox, policy=policy(),
         locks=lock_service(d), accounts=account_service(d), second_factor=second_factor_service(d),
-        totp=totp_service(d), code_key=derive_code_key(d.settings.app.secret_key),
+        totp=totp_service(d), secret_box=d.secret_box, code_key=derive_code_key(d.settings.app.secret_key),
         identity_key=d.settings.secrets.identity_hmac_key,
         password_reset_hooks=d.runtime.extras.get(PASSWORD_RESET_HOOKS, ()),
     )
@@ -130,7 +130,8 @@ def appeal_service(d: Deps) -> AppealService:
 def freeze_service(d: Deps) -> FreezeService:
     return FreezeService(
         d.session, clock=d.clock, entropy=d.entropy, audit=d.audit, outbox=d.outbox, policy=policy(),
-        locks=lock_service(d), accounts=account_service(d), code_key=derive_code_key(d.settings.app.secret_key),
+        locks=lock_service(d), accounts=account_service(d), secret_box=d.secret_box,
+        code_key=derive_code_key(d.settings.app.secret_key),
     )
 
 
