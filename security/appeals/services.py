@@ -157,7 +157,6 @@ class AuditTag(StrEnum):
 class WebhookEvent(StrEnum):
     """Webhooks announced by this slice (``account.locked``/``account.unlocked`` come from LockService)."""
 
-    APPEAL_SUBMITTED = "appeal.submitted"
     APPEAL_DECIDED = "appeal.decided"
     MFA_DISABLED = "mfa.disabled"
 
@@ -334,11 +333,8 @@ class AppealService:
             data={"matched": lock is not None, "account_id": appeal.account_id, "lock_kind": appeal.lock_kind,
                   "identifier": identifier_digest(identifier)},
         )
-        if lock is not None and account is not None:
-            self._outbox.webhook(WebhookEvent.APPEAL_SUBMITTED, {
-                "account_id": account.id, "appeal_id": str(appeal.id), "lock_id": str(lock.id),
-                "reference": lock.reference, "submitted_at": now.isoformat(),
-            }, ordering_key=account.id)
+        # No webhook here: the documented events (security.delivery.events) are appeal.decided and the
+        # lock's account.locked/unlocked; the backend learns of an appeal when it is decided.
         self._session.flush()
         return appeal, token
 

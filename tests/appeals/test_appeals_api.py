@@ -32,6 +32,7 @@ from tests.appeals.conftest import (
     decide,
     last_code,
     lock_service,
+    messages,
     place_lock,
     submit,
     webhooks,
@@ -330,8 +331,8 @@ def test_unknown_unlocked_and_locked_identifiers_look_the_same(
     assert len(wrong) == 1
     not_yet = {a.verify(method="identity_document", document=DOCUMENT).get_data() for a in created}
     assert len(not_yet) == 1
-    # Only the locked account got a code and a webhook.
-    assert len(webhooks(db_session, "appeal.submitted")) == 1
+    # Only the locked account got a code.
+    assert [m.destination for m in messages(db_session, event_type="contact_code")] == [owner.email]
     appeals = db_session.scalars(select(Appeal)).all()
     assert sorted(a.lock_id is not None for a in appeals) == [False, False, False, False, True]
 
@@ -346,10 +347,10 @@ def test_one_open_appeal_per_lock(
     assert lost.get().get_json()["state"] == "withdrawn"
     pass_contact_code(current, db_session, settings, owner)
     # Once possession is proven, a further request cannot cancel the progress: it is a decoy.
-    submitted_before = len(webhooks(db_session, "appeal.submitted"))
+    codes_before = len(messages(db_session, event_type="contact_code"))
     extra = submit(client, owner.email)
     assert extra.get().get_json()["state"] == "submitted"
-    assert len(webhooks(db_session, "appeal.submitted")) == submitted_before
+    assert len(messages(db_session, event_type="contact_code")) == codes_before
     assert current.verify(method="identity_document", document=DOCUMENT).get_json()["state"] == "pending_review"
     open_appeals = db_session.scalars(select(Appeal).where(Appeal.open_lock_id == lock.id)).all()
     assert [str(a.id) for a in open_appeals] == [current.appeal_id]
