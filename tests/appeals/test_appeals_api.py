@@ -554,3 +554,40 @@ def test_expiry_sweep_cli(client: FlaskClient, db_session: Session, clock: Froze
     assert {real.get().get_json()["state"], decoy.get().get_json()["state"]} == {"expired"}
     db_session.expire_all()
     assert db_session.scalar(select(Appeal).where(Appeal.open_lock_id.is_not(None))) is None
+
+
+@pytest.mark.parametrize("method", ["totp", "recovery_code"])
+def test_risk_second_factor_methods(
+    method: str, client: FlaskClient, api, db_session: Session, settings: Settings, clock: FrozenClock,
+    owner: Owner,
+) -> None:
+    started = api.post(f"/v1/accounts/{owner.account_id}/totp").get_json()
+    confirmed = api.post(f"/v1/accounts/{owner.account_id}/totp/confirm",
+                         json={"code": totp.code_at(started["secret"], clock.now())}).get_json()
+    clock.advance(seconds=totp.PERIOD_SECONDS)
+    place_lock(db_session, clock, owner.account_id, LockKind.RISK)
+    appeal = submit(client, owner.email)
+    pass_contact_code(appeal, db_session, settings, owner)
+    wrong = appeal.verify(method=method, code="000000" if method == "totp" else "AAAA-BBBB-CCCC")
+    assert wrong.status_code == 400
+    assert wrong.get_json()["attempts_left"] == 4
+    good = totp.code_at(started["secret"], clock.now()) if method == "totp" else confirmed["recovery_codes"][0]
+    response = appeal.verify(method=method, code=good)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["state"] == "pending_review"
+
+
+def test_recent_transaction_outside_tolerance_or_day_is_refused(
+    client: FlaskClient, db_session: Session, settings: Settings, clock: FrozenClock, owner: Owner,
+) -> None:
+    when = clock.now() - timedelta(days=3)
+    add_transactions(db_session, owner.account_id, [("100.00", when)])
+    place_lock(db_session, clock, owner.account_id, LockKind.RISK)
+    appeal = submit(client, owner.email)
+    pass_contact_code(appeal, db_session, settings, owner)
+    day = when.date().isoformat()
+    for amount, on in (("101.01", day), ("100.00", (when - timedelta(days=1)).date().isoformat())):
+        response = appeal.verify(method="recent_transaction", amount=amount, date=on)
+        assert response.status_code == 400
+        assert response.get_json()["code"] == "verification_failed"
+    assert appeal.verify(method="recent_transaction", amount="99.00", date=day).status_code == 200
