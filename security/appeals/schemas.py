@@ -72,10 +72,20 @@ class MessageIn(Strict):
 
 
 class PasswordIn(Strict):
+    """`totp_code` or `recovery_code` is needed when no operator reviewed the appeal and TOTP is enabled."""
+
     # Passwords are taken exactly as typed (no whitespace stripping).
     model_config = ConfigDict(extra="forbid")
 
     new_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+    totp_code: str | None = Field(default=None, min_length=6, max_length=8, pattern=r"^[0-9]+$")
+    recovery_code: str | None = Field(default=None, min_length=1, max_length=MAX_CODE)
+
+    @model_validator(mode="after")
+    def _at_most_one_code(self) -> Self:
+        if self.totp_code is not None and self.recovery_code is not None:
+            raise ValueError("give at most one of 'totp_code' and 'recovery_code'")
+        return self
 
 
 class TotpCodeIn(Strict):

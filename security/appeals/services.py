@@ -83,7 +83,12 @@ from security.appeals.verification import (
 from security.audit.models import AuditEntry
 from security.audit.services import AuditLog
 from security.clock import Clock
-from security.credentials.interfaces import PasswordResetHook
+from security.credentials.interfaces import (
+    PasswordResetHook,
+    SecondFactorOutcome,
+    SecondFactorRequired,
+    SecondFactorResult,
+)
 from security.credentials.models import RecoveryCode, TotpCredential
 from security.credentials.services import SecondFactorService, TotpService
 from security.credentials.totp import Enrollment
@@ -784,17 +789,40 @@ class AppealService:
         done = {*appeal.completed_actions, *(lock.completed_actions if lock is not None else ())}
         return tuple(str(a) for a in appeal.required_actions if a not in done)
 
-    def reset_password(self, appeal: Appeal, new_password: str, *, actor: str = USER_ACTOR) -> None:
+    def reset_password(
+        self,
+        appeal: Appeal,
+        new_password: str,
+        *,
+        totp_code: str | None = None,
+        recovery_code: str | None = None,
+        actor: str = USER_ACTOR,
+    ) -> SecondFactorResult | None:
         """Set a new password with the appeal token (no e-mail round trip: identity is already proven).
 
-        The password policy applies (422 ``weak_password``, nothing written). The password-reset hooks
-        of the credentials slice run as for a token reset; the lock is released once nothing is left.
+        The password policy applies (422 ``weak_password``, nothing written). When no operator reviewed
+        the appeal (brute_force: only the contact code was proven) and the account has TOTP enabled, a
+        TOTP or recovery code is required, as for a reset by e-mail token: raises ``SecondFactorRequired``
+        when none is given; a wrong one is counted and *returned* (the password is not changed). The
+        password-reset hooks of the credentials slice run as for a token reset; the lock is released
+        once nothing is left. Returns None on success.
         """
         account_id = self._pending_action(appeal, RequiredAction.RESET_PASSWORD)
+        self._accounts.check_password_policy(self._accounts.get(account_id), new_password)
+        policy = self.kind_policy(appeal)
+        if policy is not None and not policy.review:
+            factor = self._second_factor.verify(account_id, totp_code=totp_code, recovery_code=recovery_code,
+                                                at=self._clock.now(), actor=actor)
+            if factor.outcome is SecondFactorOutcome.MISSING:
+                raise SecondFactorRequired()
+            if not factor.satisfied:
+                self._session.flush()
+                return factor
         self._accounts.set_password(account_id, new_password, actor=actor, reason="appeal")
         for hook in self._hooks:
             hook(self._session, account_id=account_id, at=self._clock.now(), actor=actor)
         self._complete(appeal, RequiredAction.RESET_PASSWORD, actor=actor)
+        return None
 
     def start_totp(self, appeal: Appeal, *, actor: str = USER_ACTOR) -> Enrollment:
         """Start enrolling a new authenticator within the approved appeal.

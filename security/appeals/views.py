@@ -50,7 +50,7 @@ from security.appeals.settings import AppealLimits, appeal_limits
 from security.audit.services import AuditLog
 from security.cli import cli_session
 from security.clients.auth import bearer_token
-from security.credentials.interfaces import PASSWORD_RESET_HOOKS
+from security.credentials.interfaces import PASSWORD_RESET_HOOKS, SecondFactorRejected
 from security.credentials.ratelimit import KeyedRateLimits, client_ip, identifier_key
 from security.credentials.views import LIMITS_KEY, second_factor_service, totp_service
 from security.locks.services import LockService
@@ -258,14 +258,19 @@ def withdraw_appeal(appeal_id: uuid.UUID) -> AppealOut:
 @operation(
     bp, "/v1/appeals/<uuid:appeal_id>/password", method="POST", body=PasswordIn, response=AppealOut,
     auth=APPEAL_TOKEN, summary="Reset the password after approval", tags=["appeals"],
-    errors={401: "invalid_appeal_token", 409: "action_not_pending", 422: "weak_password"},
+    errors={400: "second_factor_required or second_factor_rejected", 401: "invalid_appeal_token",
+            409: "action_not_pending", 422: "weak_password"},
 )
-def reset_password(appeal_id: uuid.UUID, body: PasswordIn) -> AppealOut:
+def reset_password(appeal_id: uuid.UUID, body: PasswordIn) -> AppealOut | Response:
     """Completes the `reset_password` required action without an e-mail round trip (identity was proven in
-    the appeal). The lock is released once every required action is done."""
+    the appeal). Without an operator review (brute-force locks), an account with TOTP enabled also needs
+    `totp_code` or `recovery_code`. The lock is released once every required action is done."""
     service = appeal_service(deps())
     appeal = _authorized(service, appeal_id)
-    service.reset_password(appeal, body.new_password)
+    refused = service.reset_password(appeal, body.new_password, totp_code=body.totp_code,
+                                     recovery_code=body.recovery_code)
+    if refused is not None:
+        return from_error(SecondFactorRejected())  # returned, not raised: the failure is counted
     return render(service.snapshot(appeal))
 
 

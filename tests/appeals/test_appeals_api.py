@@ -591,3 +591,23 @@ def test_recent_transaction_outside_tolerance_or_day_is_refused(
         assert response.status_code == 400
         assert response.get_json()["code"] == "verification_failed"
     assert appeal.verify(method="recent_transaction", amount="99.00", date=day).status_code == 200
+
+
+def test_brute_force_reset_needs_the_second_factor_when_totp_is_enabled(
+    client: FlaskClient, api, db_session: Session, settings: Settings, clock: FrozenClock, owner: Owner,
+) -> None:
+    secret = api.post(f"/v1/accounts/{owner.account_id}/totp").get_json()["secret"]
+    api.post(f"/v1/accounts/{owner.account_id}/totp/confirm", json={"code": totp.code_at(secret, clock.now())})
+    clock.advance(seconds=totp.PERIOD_SECONDS)
+    place_lock(db_session, clock, owner.account_id, LockKind.BRUTE_FORCE)
+    appeal = submit(client, owner.email)
+    assert pass_contact_code(appeal, db_session, settings, owner)["state"] == "approved"
+    missing = appeal.post("/password", {"new_password": NEW_PASSWORD})
+    assert (missing.status_code, missing.get_json()["code"]) == (400, "second_factor_required")
+    wrong = appeal.post("/password", {"new_password": NEW_PASSWORD, "totp_code": "000000"})
+    assert (wrong.status_code, wrong.get_json()["code"]) == (400, "second_factor_rejected")
+    assert account_status(db_session, owner.account_id) == "locked"
+    right = appeal.post("/password", {"new_password": NEW_PASSWORD, "totp_code": totp.code_at(secret, clock.now())})
+    assert right.status_code == 200, right.get_json()
+    assert right.get_json()["state"] == "released"
+    assert account_status(db_session, owner.account_id) == "active"
