@@ -611,3 +611,20 @@ def test_brute_force_reset_needs_the_second_factor_when_totp_is_enabled(
     assert right.status_code == 200, right.get_json()
     assert right.get_json()["state"] == "released"
     assert account_status(db_session, owner.account_id) == "active"
+
+
+def test_attempts_are_limited_per_appeal_across_methods(
+    client: FlaskClient, db_session: Session, settings: Settings, clock: FrozenClock, owner: Owner,
+) -> None:
+    place_lock(db_session, clock, owner.account_id, LockKind.RISK)
+    appeal = submit(client, owner.email)
+    pass_contact_code(appeal, db_session, settings, owner)  # attempt 1 of 15
+    guesses = [{"method": "totp", "code": "000000"}] * 5 + [{"method": "recovery_code", "code": "nope"}] * 5 + [
+        {"method": "recent_transaction", "amount": "1.00", "date": "2026-03-01"}] * 4
+    statuses = [appeal.verify(**guess).status_code for guess in guesses]
+    assert statuses == [400] * 14
+    # The identity document still has its own attempts, but the appeal has none left.
+    last = appeal.verify(method="identity_document", document=DOCUMENT)
+    assert last.status_code == 409
+    assert last.get_json()["code"] == "verification_attempts_exhausted"
+    assert appeal.get().get_json()["state"] == "verifying"
