@@ -249,13 +249,19 @@ class AppealSnapshot:
     decision: Decision | None
 
 
-def _send_code(outbox: Outbox, account: Account, *, code: str, ttl_minutes: int, reference: str | None) -> str:
-    """Queue ``code`` to the account's e-mail (else phone); return the channel used."""
+def prefers_sms(identifier: str) -> bool:
+    """The user named the account by its phone number: send the code by SMS (as the reset flow does)."""
+    return identifier.strip().startswith("+")
+
+
+def _send_code(outbox: Outbox, account: Account, *, code: str, ttl_minutes: int, reference: str | None,
+               sms: bool) -> str:
+    """Queue ``code`` by SMS when asked and possible, else to the e-mail (else phone); return the channel."""
     context: dict[str, object] = {"expires_minutes": ttl_minutes}
     if reference:
         context["case_reference"] = reference
     secret = {"code": code}
-    if account.email:
+    if account.email and not (sms and account.phone):
         outbox.email(account.email, CONTACT_CODE_TEMPLATE, context, secret=secret, ordering_key=account.id)
         return Channel.EMAIL.value
     if account.phone:
@@ -332,7 +338,8 @@ class AppealService:
         self._session.add(appeal)
         self._session.flush()
         self._message(appeal, AuthorKind.USER, None, statement)
-        self._issue_appeal_code(appeal, account if lock else None, reference=lock.reference if lock else None)
+        self._issue_appeal_code(appeal, account if lock else None, reference=lock.reference if lock else None,
+                                sms=prefers_sms(identifier))
         self._audit.record(
             AuditTag.APPEAL_SUBMITTED, actor=actor, subject_type="appeal", subject_id=str(appeal.id),
             data={"matched": lock is not None, "account_id": appeal.account_id, "lock_kind": appeal.lock_kind,
@@ -404,7 +411,8 @@ class AppealService:
 
     # --- contact codes -----------------------------------------------------------------------------
 
-    def _issue_appeal_code(self, appeal: Appeal, account: Account | None, *, reference: str | None) -> None:
+    def _issue_appeal_code(self, appeal: Appeal, account: Account | None, *, reference: str | None,
+                           sms: bool) -> None:
         now = self._clock.now()
         issued = issue_contact_code(self._entropy, key=self._code_key, purpose=CODE_PURPOSE_APPEAL,
                                     owner_id=str(appeal.id), digits=self._policy.contact_code_digits)
@@ -417,7 +425,8 @@ class AppealService:
         ttl_minutes = self._policy.contact_code_ttl_minutes
         # A decoy's code is drawn, stored and sealed like a real one, and never sent.
         if account is not None:
-            channel = _send_code(self._outbox, account, code=issued.code, ttl_minutes=ttl_minutes, reference=reference)
+            channel = _send_code(self._outbox, account, code=issued.code, ttl_minutes=ttl_minutes, reference=reference,
+                                 sms=sms)
         else:
             channel = _seal_like_a_message(self._box, issued.code)
         self._session.add(ContactCode(
@@ -448,7 +457,13 @@ class AppealService:
             raise TooManyCodes()
         account = self._session.get(Account, appeal.account_id) if appeal.account_id else None
         lock = self._session.get(Lock, appeal.lock_id) if appeal.lock_id else None
-        self._issue_appeal_code(appeal, account, reference=lock.reference if lock else None)
+        previous = self._session.scalar(
+            select(ContactCode.channel)
+            .where(ContactCode.purpose == CODE_PURPOSE_APPEAL, ContactCode.owner_id == str(appeal.id))
+            .order_by(ContactCode.created_at.desc()).limit(1)
+        )
+        self._issue_appeal_code(appeal, account, reference=lock.reference if lock else None,
+                                sms=previous == Channel.SMS.value)
         self._session.flush()
 
     # --- verification ------------------------------------------------------------------------------
@@ -1046,7 +1061,8 @@ class FreezeService:
             .values(voided_at=now, version=ContactCode.version + 1)
         )
         channel = _send_code(self._outbox, account, code=issued.code,
-                             ttl_minutes=self._policy.contact_code_ttl_minutes, reference=None)
+                             ttl_minutes=self._policy.contact_code_ttl_minutes, reference=None,
+                             sms=prefers_sms(identifier))
         self._session.add(ContactCode(
             id=uuid.uuid4(), purpose=CODE_PURPOSE_FREEZE, owner_id=account.id, code_hash=issued.code_hash,
             channel=channel, created_at=now, expires_at=now + self._policy.contact_code_ttl, attempts=0,
