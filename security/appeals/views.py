@@ -185,7 +185,8 @@ def submit_appeal(body: AppealIn) -> AppealCreatedOut:
 )
 def get_appeal(appeal_id: uuid.UUID) -> AppealOut:
     """State, what is still needed, messages and the decision. The lock's case reference and reasons
-    appear once the contact code proved possession of the account."""
+    appear once the contact code proved possession of the account. Reading an appeal also records what
+    time changed (an expiry that came due, a lock released elsewhere)."""
     service = appeal_service(deps())
     appeal = service.refresh(_authorized(service, appeal_id))
     return render(service.snapshot(appeal))
