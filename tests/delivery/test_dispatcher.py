@@ -491,3 +491,72 @@ def test_payload_drift_from_the_documented_schema_is_logged_but_still_sent(
     assert len(drift) == 1  # warned on the first attempt only, not again on the retry
     assert any(p.startswith("lock_id:") for p in drift[0].__dict__["problems"])
     assert len(sender.sent) == 1
+
+
+def test_each_endpoint_gets_its_own_copy_signed_with_its_own_secret_and_fails_alone(
+    delivery_app: Callable[..., Flask], webhook_receiver: Callable[..., WebhookReceiver], clock: FrozenClock
+) -> None:
+    healthy, broken = webhook_receiver(), webhook_receiver(fail_first=100)
+    app = delivery_app(
+        webhooks={
+            "endpoints": [
+                {"name": "backend", "url": healthy.url, "secrets": [NEW_SECRET.serialize()]},
+                {"name": "audit-sink", "url": broken.url, "secrets": [OLD_SECRET.serialize()]},
+            ],
+            "timeout_s": 5,
+        },
+        delivery={"retry_delays_s": [60]},
+    )
+    ids = enqueue(app, [("account.locked", "A"), ("account.unlocked", "A")])
+    assert len(ids) == 4  # one message per endpoint and event
+
+    build_dispatcher(runtime(app)).run_once()
+
+    # The broken endpoint's trouble holds back only its own later message.
+    assert len(received_ids(healthy)) == 2
+    for request in healthy.accepted():
+        verify([NEW_SECRET], request.headers, request.body, at=clock.now())
+        with pytest.raises(ValueError, match="signature"):
+            verify([OLD_SECRET], request.headers, request.body, at=clock.now())
+    [attempt] = broken.requests
+    verify([OLD_SECRET], attempt.headers, attempt.body, at=clock.now())
+    by_destination = {(r.destination, r.event_type): r for r in rows(app)}
+    assert by_destination[("audit-sink", "account.locked")].status == OutboxStatus.PENDING
+    assert by_destination[("audit-sink", "account.unlocked")].attempts == 0
+
+
+def test_the_loop_survives_a_database_outage_and_carries_on(delivery_app: Callable[..., Flask]) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from security.delivery.dispatcher import run_loop
+
+    app = delivery_app(webhooks=endpoint_config("http://backend.invalid/h"))
+    sender = MemoryWebhookSender()
+    real = build_dispatcher(runtime(app), webhook_sender=sender)
+    stop = threading.Event()
+    passes: list[int] = []
+
+    class FlakyDatabase:
+        """The first two passes find the database gone; then it is back."""
+
+        def run_once(self, *, stop: threading.Event | None = None) -> Any:
+            passes.append(1)
+            if len(passes) <= 2:
+                raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+            stats = real.run_once(stop=stop)
+            if sender.sent:
+                loop_stop.set()
+            return stats
+
+    loop_stop = stop
+    [msg_id] = enqueue(app, [("account.locked", "A")])
+    thread = threading.Thread(target=run_loop, args=(FlakyDatabase(),), kwargs={"stop": stop, "poll_interval": 0.01})
+    thread.start()
+    try:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert len(passes) >= 3
+    assert [r.msg_id for r in sender.sent] == [msg_id]
