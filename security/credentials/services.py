@@ -80,6 +80,15 @@ def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
+def lock_account(session: Session, account_id: str) -> Account | None:
+    """Read the account row locked until the transaction ends (``None`` if there is none).
+
+    Lock order used by every credential write, matching the login check: account row first, then the
+    TOTP credential, then recovery codes and reset tokens. One order means waiting, never deadlock.
+    """
+    return session.get(Account, account_id, with_for_update=True, populate_existing=True)
+
+
 class SecondFactorService:
     """Checks TOTP codes and recovery codes for accounts that enrolled an authenticator."""
 
@@ -237,7 +246,7 @@ class TotpService:
         self.second_factor = SecondFactorService(session, secret_box=secret_box, audit=audit, outbox=outbox)
 
     def _account(self, account_id: str) -> Account:
-        account = self._session.get(Account, account_id)
+        account = lock_account(self._session, account_id)
         if account is None:
             raise AccountNotFound(f"No account {account_id!r}.")
         return account
@@ -470,6 +479,9 @@ class PasswordResetService:
                 subject_id=identifier_digest(identifier, key=self._identifier_key), data={"matched": False},
             )
             return
+        # Serialise requests for one account, so that of two concurrent requests the later one voids
+        # the earlier one's token ("older tokens void") instead of both staying usable.
+        lock_account(self._session, account.id)
         self._void_outstanding(account.id, now)
         channel = self._deliver(account, identifier, issued)
         self._session.add(
@@ -548,7 +560,9 @@ class PasswordResetService:
         """
         now = self._clock.now()
         row = self._usable_token(token, now)
-        account = self._accounts.get(row.account_id)
+        account = lock_account(self._session, row.account_id)
+        if account is None:  # tokens reference accounts by foreign key; kept for the type checker
+            raise InvalidResetToken()
         self._check_policy(account, new_password)
         factor = self._second_factor.verify(
             account.id, totp_code=totp_code, recovery_code=recovery_code, at=now, actor=actor

@@ -33,7 +33,7 @@ USER_ACTOR = "user"
 """Reset requests and confirmations come from end users, who have no session."""
 
 
-class Scopes:
+class LimitScope:
     RESET_IP = "password-reset:ip"
     RESET_IDENTIFIER = "password-reset:identifier"
     CONFIRM_IP = "password-reset-confirm:ip"
@@ -94,8 +94,10 @@ def request_password_reset(body: ResetRequestIn) -> ResetAcceptedOut:
     phone, and every older token stops working."""
     cfg = _settings()
     limits = _limits()
-    limits.hit(cfg.reset_requests_per_ip, scope=Scopes.RESET_IP, key=client_ip())
-    limits.hit(cfg.reset_requests_per_identifier, scope=Scopes.RESET_IDENTIFIER, key=identifier_key(body.identifier))
+    limits.hit(cfg.reset_requests_per_ip, scope=LimitScope.RESET_IP, key=client_ip())
+    limits.hit(
+        cfg.reset_requests_per_identifier, scope=LimitScope.RESET_IDENTIFIER, key=identifier_key(body.identifier)
+    )
     reset_service(deps()).request(body.identifier, actor=USER_ACTOR)
     return ResetAcceptedOut()
 
@@ -112,7 +114,7 @@ def request_password_reset(body: ResetRequestIn) -> ResetAcceptedOut:
 def confirm_password_reset(body: ResetConfirmIn) -> Response | None:
     """Applies the password policy (422 `weak_password`), requires `totp_code` or `recovery_code` when the
     account has TOTP enabled, and announces `password.changed`."""
-    _limits().hit(_settings().reset_confirms_per_ip, scope=Scopes.CONFIRM_IP, key=client_ip())
+    _limits().hit(_settings().reset_confirms_per_ip, scope=LimitScope.CONFIRM_IP, key=client_ip())
     outcome = reset_service(deps()).confirm(
         body.token, body.new_password, totp_code=body.totp_code, recovery_code=body.recovery_code,
         actor=USER_ACTOR,

@@ -120,3 +120,19 @@ def test_concurrent_disables_with_different_factors_disable_once(live_app, clock
     finally:
         session.close()
     assert announced == ["mfa.disabled"]
+
+
+def test_concurrent_reset_requests_leave_exactly_one_usable_token(live_app, clock):
+    from security.credentials.models import PasswordResetToken
+
+    api = live_api(live_app, clock)
+    create_account(api)
+    statuses = race(live_app, lambda c: c.post("/v1/password-resets", json={"identifier": ACCOUNT}), contenders=3)
+    assert statuses == [202, 202, 202]
+    session = runtime(live_app).session_factory()
+    try:
+        rows = session.scalars(select(PasswordResetToken)).all()
+    finally:
+        session.close()
+    assert len(rows) == 3
+    assert sum(row.voided_at is None for row in rows) == 1

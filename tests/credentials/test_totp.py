@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyotp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from security.credentials import totp
 from security.entropy import SeededEntropy, SystemEntropy
@@ -177,3 +179,27 @@ def test_start_enrollment_returns_consistent_secret_uri_and_svg() -> None:
     paths = [el for el in root.iter() if el.tag.endswith("path")]
     assert paths
     assert len(paths[0].attrib["d"]) > 100
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    raw=st.binary(min_size=totp.SECRET_BYTES, max_size=totp.SECRET_BYTES),
+    unix_time=st.integers(min_value=30, max_value=4_000_000_000),
+)
+def test_property_a_code_verifies_once_at_its_own_time(raw: bytes, unix_time: int) -> None:
+    secret = base64.b32encode(raw).decode().rstrip("=")
+    at = at_unix(unix_time)
+    step = totp.verify(secret, totp.code_at(secret, at), at=at, last_step=None)
+    # It matches its own step, or (rare code collision) an adjacent earlier one with the same code.
+    assert step is not None
+    assert totp.time_step(at) - 1 <= step <= totp.time_step(at)
+    assert totp.verify(secret, totp.code_at(secret, at), at=at, last_step=totp.time_step(at)) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(code=st.text(max_size=12))
+def test_property_anything_but_six_digits_is_refused_without_error(code: str) -> None:
+    secret = totp.new_secret(SeededEntropy(9))
+    result = totp.verify(secret, code, at=T0, last_step=None)
+    if totp.normalize_code(code) is None:
+        assert result is None
