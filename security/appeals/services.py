@@ -90,7 +90,7 @@ from security.credentials.interfaces import (
     SecondFactorResult,
 )
 from security.credentials.models import RecoveryCode, TotpCredential
-from security.credentials.services import SecondFactorService, TotpService
+from security.credentials.services import SecondFactorService, TotpService, lock_account
 from security.credentials.totp import Enrollment
 from security.crypto import SecretBox, keyed_hash, sha256_hex
 from security.delivery.outbox import Channel, Outbox
@@ -859,6 +859,8 @@ class AppealService:
 
     def _replace_authenticator(self, account_id: str, appeal: Appeal, *, actor: str) -> None:
         # The credentials slice offers no code-less removal; an approved appeal is that proof.
+        # Same lock order as every credential write (account row first), so this never deadlocks.
+        lock_account(self._session, account_id)
         self._session.execute(delete(RecoveryCode).where(RecoveryCode.account_id == account_id))
         self._session.execute(delete(TotpCredential).where(TotpCredential.account_id == account_id))
         self._audit.record(AuditTag.AUTHENTICATOR_REPLACED, actor=actor, subject_type="account",
