@@ -291,10 +291,11 @@ class RiskService:
             assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
             reasons.append(Reason(Rule.INVALID_CREDENTIALS, 0, "The credentials are not valid."))
             if order is not None and account is not None:
-                window_minutes = self._ruleset.brute_force.failure_window_seconds // 60
-                detail = (f"{self._ruleset.brute_force.max_failures} failed logins within {window_minutes} min; "
-                          + ("locked until an appeal succeeds" if order.indefinite else
-                             f"locked for {int(order.duration.total_seconds())} s" if order.duration else ""))
+                config = self._ruleset.brute_force
+                duration = ("until an appeal succeeds" if order.duration is None
+                            else f"for {int(order.duration.total_seconds())} s")
+                detail = (f"{config.max_failures} failed logins within {config.failure_window_seconds // 60} min; "
+                          f"locked {duration}")
                 lock = self._locks.place(
                     account, kind=LockKind.BRUTE_FORCE,
                     reasons=[{"rule": Rule.BRUTE_FORCE_LOCK, "points": 0, "detail": detail}],
