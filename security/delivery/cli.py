@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import timedelta
 from types import FrameType
 
 import click
@@ -66,7 +67,7 @@ def outbox_list(status: str | None, limit: int) -> None:
     """List messages, newest first: id, message id, status, channel, event, destination, attempts, error."""
     with cli_session() as session:
         queue = OutboxQueue(session)
-        messages = queue.list(status=OutboxStatus(status) if status else None, limit=limit)
+        messages = queue.list_messages(status=OutboxStatus(status) if status else None, limit=limit)
         if not messages:
             click.echo("no messages")
             return
@@ -114,3 +115,16 @@ def outbox_retry(ref: str | None, all_dead: bool) -> None:
         fail(error)
         return
     click.echo(message)
+
+
+@outbox_cli.command("purge")
+@click.option("--older-than-days", type=click.IntRange(min=1), default=30, show_default=True)
+def outbox_purge(older_than_days: int) -> None:
+    """Delete delivered messages older than N days (pending and dead messages are never purged)."""
+    rt = runtime()
+    before = rt.clock.now() - timedelta(days=older_than_days)
+    with cli_session() as session:
+        count = OutboxQueue(session).purge_delivered(
+            before=before, audit=AuditLog(session, clock=rt.clock), actor=CLI_ACTOR
+        )
+    click.echo(f"{count} delivered message(s) purged")

@@ -12,6 +12,7 @@ Pure module: no Flask, no SQLAlchemy.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -44,11 +45,16 @@ class MessageChannel(StrEnum):
 
 @dataclass(frozen=True)
 class KindSpec:
-    """The fields a kind needs and which of them must never reach a log."""
+    """The fields a kind needs, which must never reach a log, and which an outsider may control.
+
+    ``untrusted`` fields (a device name is the user agent of whoever logged in) are flattened to one
+    short line with links removed, so an attacker cannot turn our security mail into a phishing mail.
+    """
 
     required: frozenset[str]
     sensitive: frozenset[str] = frozenset()
     optional: frozenset[str] = frozenset()
+    untrusted: frozenset[str] = frozenset()
 
 
 KIND_SPECS: Mapping[MessageKind, KindSpec] = {
@@ -71,6 +77,7 @@ KIND_SPECS: Mapping[MessageKind, KindSpec] = {
     ),
     MessageKind.NEW_DEVICE_LOGIN: KindSpec(
         required=frozenset({"occurred_at", "device", "location", "freeze_url"}),
+        untrusted=frozenset({"device", "location"}),
     ),
 }
 
@@ -84,6 +91,13 @@ DEFAULT_LINKS: Mapping[str, str] = {
     "appeal_url": "{base_url}/appeal",
     "freeze_url": "{base_url}/freeze",
 }
+# Untrusted values are cut to this many characters.
+MAX_UNTRUSTED_CHARS = 80
+LINK_REMOVED = "[link removed]"
+# A URL with a scheme, or anything that looks like a host name (letters TLD), with an optional path.
+_LINK = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://\S*|\b(?:[a-z0-9-]+\.)+[a-z]{2,}\b(?:/\S*)?")
+_WHITESPACE = re.compile(r"\s+")
+
 # Other names senders use for the same field.
 FIELD_ALIASES: Mapping[str, str] = {"ttl_minutes": "expires_minutes"}
 
@@ -104,6 +118,15 @@ class RenderedMessage:
     def redacted_text(self) -> str:
         """The text with every sensitive value replaced by :data:`REDACTED`."""
         return redact(self.text, self.sensitive)
+
+
+def flatten_untrusted(value: object) -> str:
+    """One line, no control characters, no links, at most :data:`MAX_UNTRUSTED_CHARS` characters."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value))
+    text = _WHITESPACE.sub(" ", _LINK.sub(LINK_REMOVED, text)).strip()
+    if len(text) > MAX_UNTRUSTED_CHARS:
+        text = text[: MAX_UNTRUSTED_CHARS - 1].rstrip() + "\u2026"
+    return text
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
@@ -162,6 +185,9 @@ def render(kind: MessageKind | str, channel: MessageChannel | str, context: Mapp
     if missing:
         raise MessageTemplateError(f"{kind}: missing field(s) {', '.join(missing)}")
     values = {name: "" for name in spec.optional} | dict(context)
+    for name in spec.untrusted:
+        if name in values:
+            values[name] = flatten_untrusted(values[name])
     try:
         rendered = _environment.get_template(f"{channel}/{kind}.txt").render(values)
     except jinja2.TemplateError as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, exists, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from security.audit.services import AuditLog
@@ -31,6 +31,7 @@ from security.delivery.outbox import OutboxMessage, OutboxStatus
 from security.errors import Conflict, NotFound
 
 AUDIT_RETRY = "delivery:outbox:retry"
+AUDIT_PURGE = "delivery:outbox:purge"
 # last_error is shown to operators; senders already truncate, this is the storage guard.
 MAX_ERROR_CHARS = 1000
 
@@ -178,7 +179,7 @@ class OutboxQueue:
 
     # ------------------------------------------------------------------ operators
 
-    def list(self, *, status: OutboxStatus | None = None, limit: int = 100) -> Sequence[OutboxMessage]:
+    def list_messages(self, *, status: OutboxStatus | None = None, limit: int = 100) -> Sequence[OutboxMessage]:
         """Messages, newest first, optionally of one status."""
         query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
         if status is not None:
@@ -239,6 +240,23 @@ class OutboxQueue:
         for message in dead:
             self.retry(str(message.id), now=now, audit=audit, actor=actor)
         return len(dead)
+
+    def purge_delivered(self, *, before: datetime, audit: AuditLog, actor: str) -> int:
+        """Delete messages delivered before ``before`` (housekeeping); pending and dead ones are kept."""
+        result = self._session.execute(
+            delete(OutboxMessage)
+            .where(OutboxMessage.status == OutboxStatus.DELIVERED, OutboxMessage.delivered_at < before)
+            .execution_options(synchronize_session=False)
+        )
+        count = _rowcount(result)
+        audit.record(
+            AUDIT_PURGE,
+            actor=actor,
+            subject_type="outbox",
+            subject_id="delivered",
+            data={"before": before.isoformat(), "deleted": count},
+        )
+        return count
 
 
 def _rowcount(result: Any) -> int:

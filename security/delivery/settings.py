@@ -51,6 +51,8 @@ from security.delivery.senders import DEFAULT_SMTP_TIMEOUT, DEFAULT_WEBHOOK_TIME
 from security.delivery.signing import WebhookSecret, parse_secrets
 
 DEFAULT_ENDPOINT = "backend"
+# A relay on the same host may take credentials without TLS; anything else must encrypt them.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # Far longer than any single send may take (HTTP and SMTP timeouts are per phase), so a live
 # dispatcher never loses its lease mid-send; short enough that a killed one's work resumes soon.
 DEFAULT_LEASE_S = 300.0
@@ -114,6 +116,12 @@ class SmtpSection(_Strict):
     password: str | None = Field(default=None, repr=False)
     from_address: str = "Foxguard <no-reply@foxguard.invalid>"
     timeout_s: float = Field(default=DEFAULT_SMTP_TIMEOUT, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _no_cleartext_credentials(self) -> SmtpSection:
+        if self.username and self.security is SmtpSecurity.NONE and self.host not in LOCAL_HOSTS:
+            raise ValueError("delivery.smtp: credentials need security = 'starttls' or 'tls' (not sent in clear)")
+        return self
 
     def to_settings(self) -> SmtpSettings:
         """The sender-level settings."""

@@ -124,6 +124,7 @@ def _start_thread_once(app: Flask) -> None:
 
 def init_app(app: Flask) -> None:
     """Validate the delivery settings (fail at start, not at the first send) and register the slice."""
+    from security.delivery import metrics
     from security.delivery.cli import outbox_cli
     from security.web import openapi
 
@@ -131,6 +132,7 @@ def init_app(app: Flask) -> None:
     config = delivery_config(rt.settings)
     rt.extras[CONFIG_KEY] = config
     app.cli.add_command(outbox_cli)
+    metrics.register(rt.session_factory, rt.clock)
     if add_webhooks_section not in openapi.EXTRA_SECTIONS:
         openapi.EXTRA_SECTIONS.append(add_webhooks_section)
     if config.delivery.background:

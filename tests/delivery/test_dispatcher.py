@@ -491,3 +491,35 @@ def test_payload_drift_from_the_documented_schema_is_logged_but_still_sent(
     assert len(drift) == 1  # warned on the first attempt only, not again on the retry
     assert any(p.startswith("lock_id:") for p in drift[0].__dict__["problems"])
     assert len(sender.sent) == 1
+
+
+def test_each_endpoint_gets_its_own_copy_signed_with_its_own_secret_and_fails_alone(
+    delivery_app: Callable[..., Flask], webhook_receiver: Callable[..., WebhookReceiver], clock: FrozenClock
+) -> None:
+    healthy, broken = webhook_receiver(), webhook_receiver(fail_first=100)
+    app = delivery_app(
+        webhooks={
+            "endpoints": [
+                {"name": "backend", "url": healthy.url, "secrets": [NEW_SECRET.serialize()]},
+                {"name": "audit-sink", "url": broken.url, "secrets": [OLD_SECRET.serialize()]},
+            ],
+            "timeout_s": 5,
+        },
+        delivery={"retry_delays_s": [60]},
+    )
+    ids = enqueue(app, [("account.locked", "A"), ("account.unlocked", "A")])
+    assert len(ids) == 4  # one message per endpoint and event
+
+    build_dispatcher(runtime(app)).run_once()
+
+    # The broken endpoint's trouble holds back only its own later message.
+    assert len(received_ids(healthy)) == 2
+    for request in healthy.accepted():
+        verify([NEW_SECRET], request.headers, request.body, at=clock.now())
+        with pytest.raises(ValueError, match="signature"):
+            verify([OLD_SECRET], request.headers, request.body, at=clock.now())
+    [attempt] = broken.requests
+    verify([OLD_SECRET], attempt.headers, attempt.body, at=clock.now())
+    by_destination = {(r.destination, r.event_type): r for r in rows(app)}
+    assert by_destination[("audit-sink", "account.locked")].status == OutboxStatus.PENDING
+    assert by_destination[("audit-sink", "account.unlocked")].attempts == 0

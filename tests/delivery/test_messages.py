@@ -6,10 +6,13 @@ import pytest
 
 from security.delivery.messages import (
     KIND_SPECS,
+    LINK_REMOVED,
+    MAX_UNTRUSTED_CHARS,
     REDACTED,
     MessageChannel,
     MessageKind,
     MessageTemplateError,
+    flatten_untrusted,
     prepare_context,
     redact,
     render,
@@ -145,3 +148,30 @@ def test_password_reset_as_the_credentials_slice_queues_it() -> None:
         assert "https://wallet.example/reset-password#token=Zx9-secret-token" in message.text
         assert "30 min" in message.text
         assert "Zx9-secret-token" not in message.redacted_text()
+
+
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+def test_attacker_controlled_device_names_cannot_carry_links_or_extra_lines() -> None:
+    # The "device" of a new-device mail is the user agent of whoever logged in.
+    hostile = "Firefox\n\nURGENT: your wallet is at risk, verify at https://evil.example/login or evil-wallet.com/x"
+    message = render(
+        MessageKind.NEW_DEVICE_LOGIN, "email", {**CONTEXTS[MessageKind.NEW_DEVICE_LOGIN], "device": hostile}
+    )
+    device_line = next(line for line in message.text.splitlines() if line.startswith("Device:"))
+    assert "evil" not in message.text
+    assert device_line.startswith(f"Device: Firefox URGENT: your wallet is at risk, verify at {LINK_REMOVED}")
+    assert len(device_line) <= len("Device: ") + MAX_UNTRUSTED_CHARS
+    assert "https://wallet.example/freeze" in message.text  # our own link is untouched
+
+
+def test_ordinary_user_agents_survive_flattening() -> None:
+    assert flatten_untrusted("Firefox on Linux") == "Firefox on Linux"
+    flat = flatten_untrusted(CHROME_UA)
+    assert LINK_REMOVED not in flat
+    assert flat.startswith("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36")
+    assert len(flat) == MAX_UNTRUSTED_CHARS
+    assert flat.endswith("\u2026")

@@ -58,6 +58,7 @@ def test_defaults_follow_the_documented_schedule_and_reveal_only_in_development(
         ({}, {"mailer": "pigeon"}, "mailer"),
         ({}, {"lease_s": 0}, "lease_s"),
         ({"timeout_s": 30}, {"lease_s": 20}, "longer than the send timeout"),
+        ({}, {"mailer": "smtp", "smtp": {"host": "smtp.example.com", "security": "none", "username": "u"}}, "in clear"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_reason(
@@ -175,6 +176,28 @@ def test_cli_retry_and_list(delivery_app: Callable[..., Flask]) -> None:
         assert entry.data["previous_status"] == "dead"
 
 
+def test_cli_purge_deletes_only_old_delivered_messages(delivery_app: Callable[..., Flask], clock: Any) -> None:
+    app = delivery_app(webhooks={"endpoints": [{"name": "backend"}]})
+    runner = app.test_cli_runner()
+    [old] = enqueue(app, [("account.locked", "A")])
+    assert "delivered 1" in runner.invoke(args=["outbox", "run", "--once"]).output
+    clock.advance(days=31)
+    [recent] = enqueue(app, [("account.unlocked", "A")])
+    assert "delivered 1" in runner.invoke(args=["outbox", "run", "--once"]).output
+    [waiting] = enqueue(app, [("mfa.enabled", "B")])
+    with runtime(app).session_factory() as session:
+        row = session.scalars(select(OutboxMessage).where(OutboxMessage.message_id == waiting)).one()
+        row.status = OutboxStatus.DEAD
+        session.commit()
+
+    result = runner.invoke(args=["outbox", "purge", "--older-than-days", "30"])
+
+    assert result.exit_code == 0, result.output
+    assert "1 delivered message(s) purged" in result.output
+    assert {r.message_id for r in rows(app)} == {recent, waiting}
+    assert old not in {r.message_id for r in rows(app)}
+
+
 # ------------------------------------------------------------------------ in-process dispatcher
 
 
@@ -200,3 +223,25 @@ def test_background_flag_starts_one_dispatcher_thread_on_the_first_request(
         thread.stop(timeout=5)
     assert received_ids(receiver) == ids
     assert not thread.alive
+
+
+# ------------------------------------------------------------------------ /metrics
+
+
+def test_metrics_report_the_outbox_backlog(app: Flask, client: FlaskClient, clock: Any) -> None:
+    from security.delivery.outbox import Outbox
+
+    rt = runtime(app)
+    with rt.session_factory() as session:
+        box = Outbox(session, clock=rt.clock, entropy=rt.entropy, secret_box=rt.secret_box)
+        box.webhook("account.locked", {"account_id": "A"}, ordering_key="A")
+        box.webhook("account.unlocked", {"account_id": "A"}, ordering_key="A")
+        dead = box.email("a@example.com", "lock_notice", {})
+        session.flush()
+        dead.status = OutboxStatus.DEAD
+        session.commit()
+    clock.advance(seconds=90)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'foxguard_outbox_messages{channel="webhook",status="pending"} 2.0' in text
+    assert 'foxguard_outbox_messages{channel="email",status="dead"} 1.0' in text
+    assert "foxguard_outbox_oldest_pending_seconds 90.0" in text
