@@ -272,19 +272,17 @@ class RiskService:
         client_id: uuid.UUID | None, *, payload: BaseModel, succeeded: bool,
         second: SecondFactorOutcome, event_id: str | None = None, hash_: str | None = None,
     ) -> Outcome:
-        counter = self._counter(account_id) if account is not None else None
-        state = self._state(counter) if counter is not None else FailureState()
+        # Unknown account ids get counters too, so their answers carry the same velocity reasons as a
+        # real account's (nothing to lock, though).
+        counter = self._counter(account_id)
+        state = self._state(counter)
         lock: Lock | None = None
         reasons: list[Reason] = []
         if not succeeded:
-            order = None
-            if counter is not None:
-                result = register_failure(self._ruleset.brute_force, state, now)
-                order = result.lock
-                features_state = FailureState(result.failures_in_window, now, 0, None)
-                self._save_state(counter, result.state)
-            else:
-                features_state = state
+            result = register_failure(self._ruleset.brute_force, state, now)
+            order = result.lock
+            features_state = FailureState(result.failures_in_window, now, 0, None)
+            self._save_state(counter, result.state)
             features = self._store.login_features(
                 account=account, account_id=account_id, ctx=ctx, occurred_at=occurred, received_at=now,
                 counter=features_state, current_failed=True)
@@ -324,7 +322,7 @@ class RiskService:
             reasons.append(Reason(Rule.SECOND_FACTOR_VERIFIED, 0, "The second factor was verified."))
         outcome = Outcome(decision, assessment, account.status, [*reasons, *assessment.reasons])
         self._apply_actions(account, assessment, outcome)
-        if outcome.decision is Decision.ALLOW and counter is not None:
+        if outcome.decision is Decision.ALLOW:
             self._save_state(counter, register_success(state))
             self._after_successful_login(account, ctx, occurred, features)
         self._record(EventKind.LOGIN, account_id, ctx, occurred, now, client_id, payload, outcome, features,
