@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from security.accounts.models import Account
 from security.accounts.services import AccountService
 from security.audit.services import AuditLog
 from security.clock import Clock, utc
+from security.db import is_sqlite
 from security.delivery.outbox import Outbox
 from security.errors import AccountNotFound, Conflict, InvalidInput, TooManyRequests
 from security.locks.bruteforce import FailureState, ip_throttle, register_failure, register_success
@@ -50,6 +51,8 @@ from security.risk.schemas import (
 from security.risk.second_factor import SecondFactorOutcome, SecondFactorVerifier
 
 SYSTEM_ACTOR: Final = "system:risk"
+#: Arbitrary constant naming the PostgreSQL advisory lock that serialises the auto-lock guard.
+GUARD_LOCK_KEY: Final = 0x46475244  # "FGRD"
 #: Events claiming to happen further in the future than this are refused (clock skew allowance).
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 SECRET_FIELDS: Final = frozenset({"password", "totp_code", "recovery_code"})
@@ -468,6 +471,10 @@ class RiskService:
         config = self._ruleset.guard
         now = self._clock.now()
         window = timedelta(seconds=config.window_seconds)
+        if not is_sqlite(self._session):
+            # Serialise count-then-lock across workers until this transaction ends, so the cap holds
+            # exactly (SQLite already serialises writers). Only requests about to lock get here.
+            self._session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GUARD_LOCK_KEY})
         recent = self._locks.count_created(LockKind.RISK, now - window)
         active = self._session.scalar(
             select(func.count()).select_from(Account).where(Account.status != AccountStatus.LOCKED)
