@@ -350,6 +350,13 @@ class RiskService:
         Same ``event_id`` and same body: the stored answer. Same ``event_id``, different body: 409.
         """
         hash_ = request_hash(body)
+        if not is_sqlite(self._session):
+            # Two requests with the same event_id at once: the second waits here until the first has
+            # committed, then finds its row and replays the answer (instead of a unique-key 409).
+            # SQLite already runs one writing transaction at a time.
+            key = int.from_bytes(hashlib.sha256(f"{client_id}:{body.event_id}".encode()).digest()[:8], "big",
+                                 signed=True)
+            self._session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         existing = self._session.execute(
             select(RiskEvent.request_hash, RiskEvent.response, RiskEvent.kind)
             .where(RiskEvent.client_id == client_id, RiskEvent.event_id == body.event_id)

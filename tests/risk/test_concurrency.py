@@ -166,3 +166,29 @@ def test_auto_lock_guard_holds_under_concurrency(live_app, clock):
     assert decisions == ["block"] * 5 + ["review"] * 7
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(Lock).where(Lock.kind == "risk")) == 5
+
+
+@pytest.mark.postgres
+def test_simultaneous_replays_of_one_event_get_the_same_answer(live_app, clock):
+    copies = 8
+    factory = runtime(live_app).session_factory
+    with factory() as session:
+        key = issue_key(session, clock, "backend", ALL_SCOPES)
+    headers = {"Authorization": f"Bearer {key}"}
+    live_app.test_client().put("/v1/accounts/acc-i", json={"email": "i@example.com"}, headers=headers)
+    body = {"event_id": "same-1", "account_id": "acc-i", "amount": "10.00", "currency": "EUR",
+            "destination": {"address": "0xabc", "country": "DE"}, "occurred_at": clock.now().isoformat()}
+    barrier = threading.Barrier(copies)
+
+    def send(_: int) -> tuple[int, str]:
+        client = live_app.test_client()
+        barrier.wait()
+        response = client.post("/v1/events/transaction", headers=headers, json=body)
+        return response.status_code, response.get_data(as_text=True)
+
+    with ThreadPoolExecutor(copies) as pool:
+        results = list(pool.map(send, range(copies)))
+    assert {status for status, _ in results} == {200}
+    assert len({text for _, text in results}) == 1
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(RiskEvent)) == 1
