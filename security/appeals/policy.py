@@ -3,8 +3,7 @@
 The lock kind decides the assurance an appeal needs (DESIGN.md "Appeals and identity verification"):
 which verifications (some as "one of" groups), whether an operator must review, how many *distinct*
 operators must approve (four-eyes), which actions the user must complete before the lock is released,
-attempt limits and expiry. The section lives in ``config/rules.toml`` (DESIGN.md); until the lead
-decides, ``config/appeals.toml`` is read when ``rules.toml`` has no ``[appeals]`` section.
+attempt limits and expiry. The section lives in ``config/rules.toml`` beside the risk rules (DESIGN.md).
 
 :func:`progress` is the pure decision "what is still needed, and can the appeal advance?".
 """
@@ -26,7 +25,6 @@ from security.locks.states import LockKind, RequiredAction
 
 SECTION: Final = "appeals"
 RULES_FILE: Final = "rules.toml"
-FALLBACK_FILE: Final = "appeals.toml"
 #: Shortest contact code accepted by the policy (NIST SP 800-63B: 6+ digits for an out-of-band code).
 MIN_CODE_DIGITS: Final = 6
 MAX_CODE_DIGITS: Final = 10
@@ -208,7 +206,7 @@ def _read_section(path: Path) -> Mapping[str, Any] | None:
     return section
 
 
-def load_policy(config_dir: Path | str, *, files: Iterable[str] = (RULES_FILE, FALLBACK_FILE)) -> AppealPolicy:
+def load_policy(config_dir: Path | str, *, files: Iterable[str] = (RULES_FILE,)) -> AppealPolicy:
     """Load the ``[appeals]`` section from the first of ``files`` (in ``config_dir``) that has one."""
     directory = Path(config_dir)
     names = list(files)

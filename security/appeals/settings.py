@@ -2,7 +2,7 @@
 
 Every value has a default, so the section may be absent. The appeal *policy* (verifications, reviewers,
 attempt limits, expiry) is not here: it is a decision table and lives with the rules
-(``config/rules.toml`` ``[appeals]``, or ``config/appeals.toml``).
+(the ``[appeals]`` section of ``config/rules.toml``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class AppealLimits(BaseModel):
 
     @property
     def policy_path(self) -> Path:
-        """Directory holding rules.toml / appeals.toml."""
+        """Directory holding rules.toml."""
         return Path(self.policy_dir)
 
 

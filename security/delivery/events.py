@@ -175,6 +175,11 @@ class AppealDecided(_Payload):
     lock_id: str | None = None
     decision: Literal["approved", "rejected"]
     reason: str | None = Field(default=None, description="The reason shown to the user.")
+    automatic: bool | None = Field(default=None, description="Decided by policy, without an operator.")
+    required_actions: list[str] = Field(
+        default_factory=list, description="Still to do before release, e.g. `reset_password`."
+    )
+    decided_at: datetime | None = None
 
 
 class OperatorAlert(_Open):

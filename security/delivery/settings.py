@@ -68,7 +68,7 @@ class WebhookEndpoint(_Strict):
 
     name: str = Field(min_length=1, max_length=64)
     url: str | None = None
-    secrets: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = Field(default=(), repr=False)
 
     @field_validator("url")
     @classmethod

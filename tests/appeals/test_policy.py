@@ -33,7 +33,7 @@ M = VerificationMethod
 
 @pytest.fixture(scope="module")
 def raw() -> dict[str, Any]:
-    return tomllib.loads((CONFIG / "appeals.toml").read_text())["appeals"]
+    return tomllib.loads((CONFIG / "rules.toml").read_text())["appeals"]
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +65,10 @@ def test_shipped_defaults_follow_the_issue(policy: AppealPolicy) -> None:
     assert policy.recent_transaction_count == 10
 
 
-def test_rules_toml_section_wins_over_the_fallback(tmp_path: Path, raw: dict[str, Any]) -> None:
-    (tmp_path / "appeals.toml").write_text((CONFIG / "appeals.toml").read_text())
-    edited = (CONFIG / "appeals.toml").read_text().replace("appeal_ttl_hours = 72", "appeal_ttl_hours = 5")
-    (tmp_path / "rules.toml").write_text('[[rules]]\nid = "x"\n\n' + edited)
+def test_policy_is_read_from_a_rules_file_in_the_config_dir(tmp_path: Path) -> None:
+    edited = (CONFIG / "rules.toml").read_text().replace("appeal_ttl_hours = 72", "appeal_ttl_hours = 5")
+    (tmp_path / "rules.toml").write_text(edited)
     assert load_policy(tmp_path).appeal_ttl == timedelta(hours=5)
-
-
-def test_rules_toml_without_section_falls_back(tmp_path: Path) -> None:
-    (tmp_path / "rules.toml").write_text('[[rules]]\nid = "x"\n')
-    (tmp_path / "appeals.toml").write_text((CONFIG / "appeals.toml").read_text())
-    assert load_policy(tmp_path).appeal_ttl == timedelta(hours=72)
 
 
 def test_missing_section_everywhere_is_an_error(tmp_path: Path) -> None:

@@ -523,3 +523,40 @@ def test_each_endpoint_gets_its_own_copy_signed_with_its_own_secret_and_fails_al
     by_destination = {(r.destination, r.event_type): r for r in rows(app)}
     assert by_destination[("audit-sink", "account.locked")].status == OutboxStatus.PENDING
     assert by_destination[("audit-sink", "account.unlocked")].attempts == 0
+
+
+def test_the_loop_survives_a_database_outage_and_carries_on(delivery_app: Callable[..., Flask]) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from security.delivery.dispatcher import run_loop
+
+    app = delivery_app(webhooks=endpoint_config("http://backend.invalid/h"))
+    sender = MemoryWebhookSender()
+    real = build_dispatcher(runtime(app), webhook_sender=sender)
+    stop = threading.Event()
+    passes: list[int] = []
+
+    class FlakyDatabase:
+        """The first two passes find the database gone; then it is back."""
+
+        def run_once(self, *, stop: threading.Event | None = None) -> Any:
+            passes.append(1)
+            if len(passes) <= 2:
+                raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+            stats = real.run_once(stop=stop)
+            if sender.sent:
+                loop_stop.set()
+            return stats
+
+    loop_stop = stop
+    [msg_id] = enqueue(app, [("account.locked", "A")])
+    thread = threading.Thread(target=run_loop, args=(FlakyDatabase(),), kwargs={"stop": stop, "poll_interval": 0.01})
+    thread.start()
+    try:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert len(passes) >= 3
+    assert [r.msg_id for r in sender.sent] == [msg_id]

@@ -18,7 +18,7 @@ def test_every_event_type_has_a_schema_and_a_row_in_the_docs() -> None:
         assert f"`{event.value}`" in doc, f"{event.value} is not documented in docs/webhooks.md"
 
 
-# The payloads as the slices emit them (security/locks, risk, credentials, accounts services).
+# The payloads as the slices emit them (security/locks, risk, credentials, accounts, appeals services).
 EMITTED = {
     "account.locked": {
         "lock_id": "0b7f5a2c-0000-4000-8000-000000000001",
@@ -63,7 +63,16 @@ EMITTED = {
     "mfa.disabled": {"account_id": "acc_1", "method": "totp", "disabled_at": "2026-03-02T09:00:00+00:00"},
     "mfa.recovery_code_used": {"account_id": "acc_1", "used_at": "2026-03-02T09:00:00+00:00", "remaining": 9},
     "mfa.recovery_codes_regenerated": {"account_id": "acc_1", "regenerated_at": "2026-03-02T09:00:00+00:00"},
-    "appeal.decided": {"account_id": "acc_1", "appeal_id": "ap-1", "decision": "rejected", "reason": "mismatch"},
+    "appeal.decided": {
+        "account_id": "acc_1",
+        "appeal_id": "ap-1",
+        "lock_id": None,
+        "decision": "approved",
+        "reason": None,
+        "automatic": True,
+        "required_actions": ["reset_password"],
+        "decided_at": "2026-03-02T09:00:00+00:00",
+    },
     "operator.alert": {"alert": "lock_guard", "raised_at": "2026-03-02T09:00:00+00:00", "locks": 51},
 }
 

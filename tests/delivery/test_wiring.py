@@ -95,6 +95,7 @@ def test_environment_overrides_reach_the_endpoints() -> None:
     assert parsed.delivery.smtp is not None
     assert parsed.delivery.smtp.password == "from-env"
     assert "from-env" not in repr(parsed)
+    assert SECRET not in repr(parsed)
 
 
 def test_the_app_refuses_to_start_with_invalid_delivery_settings(database_url: str) -> None:
