@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from security.audit.services import AuditLog
@@ -158,6 +158,7 @@ def locks_expire() -> None:
 
 
 @click.command("demo")
+@with_appcontext
 @click.option("--seed", default=7, show_default=True, help="Same seed, same week.")
 @click.option("--force", is_flag=True, help="Run even if the database already has accounts or events.")
 def demo(seed: int, force: bool) -> None:
@@ -168,6 +169,8 @@ def demo(seed: int, force: bool) -> None:
     from security.risk.views import current_ruleset
 
     rt = runtime()
+    if rt.settings.app.env == "production":
+        raise click.ClickException("The demo fills the database with synthetic data; not in production.")
     with cli_session() as session:
         empty = database_is_empty(session)
     if not empty and not force:

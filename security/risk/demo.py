@@ -181,7 +181,8 @@ class Demo:
     def run(self) -> DemoReport:
         """Play the week; return a summary."""
         with self._session() as session:
-            issued = ClientService(session, clock=self._clock, entropy=self._entropy,
+            # The key comes from real randomness: a seeded demo must not leave a guessable credential.
+            issued = ClientService(session, clock=self._clock, entropy=self._rt.entropy,
                                    audit=AuditLog(session, clock=self._clock)).create(
                 "demo-backend", ALL_SCOPES, actor=ACTOR)
             report = DemoReport(api_key=issued.api_key)

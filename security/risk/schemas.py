@@ -145,7 +145,7 @@ class BatchIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+    events: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class RiskOut(BaseModel):

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from security.accounts.models import Account
 from security.accounts.services import AccountService
 from security.audit.services import AuditLog
 from security.clock import Clock, utc
+from security.db import is_sqlite
 from security.delivery.outbox import Outbox
 from security.errors import AccountNotFound, Conflict, InvalidInput, TooManyRequests
 from security.locks.bruteforce import FailureState, ip_throttle, register_failure, register_success
@@ -50,6 +51,8 @@ from security.risk.schemas import (
 from security.risk.second_factor import SecondFactorOutcome, SecondFactorVerifier
 
 SYSTEM_ACTOR: Final = "system:risk"
+#: Arbitrary constant naming the PostgreSQL advisory lock that serialises the auto-lock guard.
+GUARD_LOCK_KEY: Final = 0x46475244  # "FGRD"
 #: Events claiming to happen further in the future than this are refused (clock skew allowance).
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 SECRET_FIELDS: Final = frozenset({"password", "totp_code", "recovery_code"})
@@ -272,29 +275,28 @@ class RiskService:
         client_id: uuid.UUID | None, *, payload: BaseModel, succeeded: bool,
         second: SecondFactorOutcome, event_id: str | None = None, hash_: str | None = None,
     ) -> Outcome:
-        counter = self._counter(account_id) if account is not None else None
-        state = self._state(counter) if counter is not None else FailureState()
+        # Unknown account ids get counters too, so their answers carry the same velocity reasons as a
+        # real account's (nothing to lock, though).
+        counter = self._counter(account_id)
+        state = self._state(counter)
         lock: Lock | None = None
         reasons: list[Reason] = []
         if not succeeded:
-            order = None
-            if counter is not None:
-                result = register_failure(self._ruleset.brute_force, state, now)
-                order = result.lock
-                features_state = FailureState(result.failures_in_window, now, 0, None)
-                self._save_state(counter, result.state)
-            else:
-                features_state = state
+            result = register_failure(self._ruleset.brute_force, state, now)
+            order = result.lock
+            features_state = FailureState(result.failures_in_window, now, 0, None)
+            self._save_state(counter, result.state)
             features = self._store.login_features(
                 account=account, account_id=account_id, ctx=ctx, occurred_at=occurred, received_at=now,
                 counter=features_state, current_failed=True)
             assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
             reasons.append(Reason(Rule.INVALID_CREDENTIALS, 0, "The credentials are not valid."))
             if order is not None and account is not None:
-                window_minutes = self._ruleset.brute_force.failure_window_seconds // 60
-                detail = (f"{self._ruleset.brute_force.max_failures} failed logins within {window_minutes} min; "
-                          + ("locked until an appeal succeeds" if order.indefinite else
-                             f"locked for {int(order.duration.total_seconds())} s" if order.duration else ""))
+                config = self._ruleset.brute_force
+                duration = ("until an appeal succeeds" if order.duration is None
+                            else f"for {int(order.duration.total_seconds())} s")
+                detail = (f"{config.max_failures} failed logins within {config.failure_window_seconds // 60} min; "
+                          f"locked {duration}")
                 lock = self._locks.place(
                     account, kind=LockKind.BRUTE_FORCE,
                     reasons=[{"rule": Rule.BRUTE_FORCE_LOCK, "points": 0, "detail": detail}],
@@ -323,7 +325,7 @@ class RiskService:
             reasons.append(Reason(Rule.SECOND_FACTOR_VERIFIED, 0, "The second factor was verified."))
         outcome = Outcome(decision, assessment, account.status, [*reasons, *assessment.reasons])
         self._apply_actions(account, assessment, outcome)
-        if outcome.decision is Decision.ALLOW and counter is not None:
+        if outcome.decision is Decision.ALLOW:
             self._save_state(counter, register_success(state))
             self._after_successful_login(account, ctx, occurred, features)
         self._record(EventKind.LOGIN, account_id, ctx, occurred, now, client_id, payload, outcome, features,
@@ -348,6 +350,13 @@ class RiskService:
         Same ``event_id`` and same body: the stored answer. Same ``event_id``, different body: 409.
         """
         hash_ = request_hash(body)
+        if not is_sqlite(self._session):
+            # Two requests with the same event_id at once: the second waits here until the first has
+            # committed, then finds its row and replays the answer (instead of a unique-key 409).
+            # SQLite already runs one writing transaction at a time.
+            key = int.from_bytes(hashlib.sha256(f"{client_id}:{body.event_id}".encode()).digest()[:8], "big",
+                                 signed=True)
+            self._session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         existing = self._session.execute(
             select(RiskEvent.request_hash, RiskEvent.response, RiskEvent.kind)
             .where(RiskEvent.client_id == client_id, RiskEvent.event_id == body.event_id)
@@ -469,6 +478,10 @@ class RiskService:
         config = self._ruleset.guard
         now = self._clock.now()
         window = timedelta(seconds=config.window_seconds)
+        if not is_sqlite(self._session):
+            # Serialise count-then-lock across workers until this transaction ends, so the cap holds
+            # exactly (SQLite already serialises writers). Only requests about to lock get here.
+            self._session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GUARD_LOCK_KEY})
         recent = self._locks.count_created(LockKind.RISK, now - window)
         active = self._session.scalar(
             select(func.count()).select_from(Account).where(Account.status != AccountStatus.LOCKED)

@@ -152,12 +152,13 @@ def batch(body: BatchIn) -> BatchOut:
     service = risk_service(d)
     client_id = current_client().id
     results: list[BatchItemOut] = []
-    for index, item in enumerate(body.events):
+    for index, raw in enumerate(body.events):
+        item: dict[str, Any] = raw if isinstance(raw, dict) else {}
         raw_type = item.get("type")
         event_id = item.get("event_id") if isinstance(item.get("event_id"), str) else None
         type_name = raw_type if isinstance(raw_type, str) else None
         if type_name not in EVENT_MODELS:
-            error = InvalidInput("Each item needs a type: login, transaction or account_change.",
+            error = InvalidInput("Each item is an object with a type: login, transaction or account_change.",
                                  errors=[{"field": "type", "message": "unknown or missing event type"}])
             results.append(BatchItemOut(index=index, event_id=event_id, type=type_name, ok=False,
                                         error=_error(error)))

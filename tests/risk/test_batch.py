@@ -30,13 +30,15 @@ def test_batch_with_invalid_items(flows, api, db_session):
         {"type": "login", "event_id": "b-8", "account_id": "acc-1", "outcome": "success",
          "occurred_at": "2026-03-02T08:45:00+00:00", "context": {"ip": "84.150.20.10"}},
         tx("b-1"),  # replay inside the batch: the stored answer
+        42,  # not even an object
     ]
     response = api.post("/v1/events:batch", json={"events": events})
     assert response.status_code == 200
     body = response.get_json()
-    assert (body["accepted"], body["rejected"]) == (4, 5)
+    assert (body["accepted"], body["rejected"]) == (4, 6)
     results = body["results"]
-    assert [r["ok"] for r in results] == [True, False, False, False, False, True, False, True, True]
+    assert [r["ok"] for r in results] == [True, False, False, False, False, True, False, True, True, False]
+    assert (results[9]["event_id"], results[9]["error"]["status"]) == (None, 422)
     assert results[1]["error"]["status"] == 422
     assert results[1]["error"]["errors"][0]["field"] == "amount"
     assert results[1]["error"]["errors"][0]["location"] == "events.1"

@@ -83,3 +83,10 @@ def test_locks_expire_cli(app, flows, clock, db_session):
     clock.advance(minutes=1)
     assert "released 1 expired lock(s)" in runner.invoke(args=["locks", "expire"]).output
     assert db_session.scalar(select(Lock.resolution)) == "expired"
+
+
+def test_demo_refuses_a_used_database(app, flows):
+    flows.account()
+    result = app.test_cli_runner().invoke(args=["demo"])
+    assert result.exit_code == 1
+    assert "already has accounts or events" in result.output

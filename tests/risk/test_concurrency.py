@@ -130,3 +130,65 @@ def test_concurrent_logins_of_many_accounts_do_not_deadlock(live_app, clock):
         totals = session.scalars(select(FamiliarityCount.count).where(
             FamiliarityCount.level == "user", FamiliarityCount.value == "")).all()
         assert sum(totals) == users
+
+
+@pytest.mark.postgres
+def test_auto_lock_guard_holds_under_concurrency(live_app, clock):
+    """12 simultaneous critical transactions, cap 5: exactly 5 locks, the rest sent to review."""
+    from security.risk.views import current_ruleset
+    from tests.risk.conftest import use_ruleset
+
+    with live_app.app_context():
+        ruleset = current_ruleset()
+    use_ruleset(live_app, ruleset.model_copy(update={"guard": ruleset.guard.model_copy(
+        update={"min_locks": 5, "max_fraction_of_active": 0.01})}))
+    accounts = 12
+    factory = runtime(live_app).session_factory
+    with factory() as session:
+        key = issue_key(session, clock, "backend", ALL_SCOPES)
+    headers = {"Authorization": f"Bearer {key}"}
+    setup = live_app.test_client()
+    setup.put("/v1/deny-list/address/0xbad", json={"reason": "mixer"}, headers=headers)
+    for n in range(accounts):
+        setup.put(f"/v1/accounts/g{n}", json={"email": f"g{n}@example.com"}, headers=headers)
+    barrier = threading.Barrier(accounts)
+
+    def send(n: int) -> str:
+        client = live_app.test_client()
+        barrier.wait()
+        return client.post("/v1/events/transaction", headers=headers, json={
+            "event_id": f"g-{n}", "account_id": f"g{n}", "amount": "10.00", "currency": "EUR",
+            "destination": {"address": "0xbad", "country": "DE"}, "occurred_at": clock.now().isoformat(),
+        }).get_json()["decision"]
+
+    with ThreadPoolExecutor(accounts) as pool:
+        decisions = sorted(pool.map(send, range(accounts)))
+    assert decisions == ["block"] * 5 + ["review"] * 7
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(Lock).where(Lock.kind == "risk")) == 5
+
+
+@pytest.mark.postgres
+def test_simultaneous_replays_of_one_event_get_the_same_answer(live_app, clock):
+    copies = 8
+    factory = runtime(live_app).session_factory
+    with factory() as session:
+        key = issue_key(session, clock, "backend", ALL_SCOPES)
+    headers = {"Authorization": f"Bearer {key}"}
+    live_app.test_client().put("/v1/accounts/acc-i", json={"email": "i@example.com"}, headers=headers)
+    body = {"event_id": "same-1", "account_id": "acc-i", "amount": "10.00", "currency": "EUR",
+            "destination": {"address": "0xabc", "country": "DE"}, "occurred_at": clock.now().isoformat()}
+    barrier = threading.Barrier(copies)
+
+    def send(_: int) -> tuple[int, str]:
+        client = live_app.test_client()
+        barrier.wait()
+        response = client.post("/v1/events/transaction", headers=headers, json=body)
+        return response.status_code, response.get_data(as_text=True)
+
+    with ThreadPoolExecutor(copies) as pool:
+        results = list(pool.map(send, range(copies)))
+    assert {status for status, _ in results} == {200}
+    assert len({text for _, text in results}) == 1
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(RiskEvent)) == 1
