@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from security.accounts.views import account_service
-from security.audit import services as audit_services
 from security.clients.auth import ClientScope, current_client
 from security.credentials.interfaces import PASSWORD_RESET_HOOKS, TOTP_ENABLED_HOOKS
 from security.errors import Conflict, FoxguardError, InvalidInput
@@ -170,14 +169,12 @@ def batch(body: BatchIn) -> BatchOut:
             results.append(BatchItemOut(index=index, event_id=event_id, type=type_name, ok=False,
                                         error=_error(validation_problem(exc, f"events.{index}"))))
             continue
-        audit_mark = audit_services.pending_count(d.session)
         try:
             with d.session.begin_nested():
                 answer, _ = service.ingest(kind, parsed, client_id=client_id)  # type: ignore[arg-type]
         except (FoxguardError, IntegrityError, StaleDataError) as exc:
-            # The savepoint undid this item's rows and outbox messages; drop its audit entries too.
-            pending = d.session.info.get(audit_services._PENDING_KEY, [])  # noqa: SLF001
-            del pending[audit_mark:]
+            # The savepoint undid this item's rows, outbox messages and audit entries (the audit log
+            # drops entries recorded inside a rolled-back savepoint).
             failure = exc if isinstance(exc, FoxguardError) else Conflict("The event conflicts with stored data.")
             results.append(BatchItemOut(index=index, event_id=event_id, type=type_name, ok=False,
                                         error=_error(failure)))
