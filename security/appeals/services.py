@@ -260,14 +260,11 @@ def _send_code(outbox: Outbox, account: Account, *, code: str, ttl_minutes: int,
     context: dict[str, object] = {"expires_minutes": ttl_minutes}
     if reference:
         context["case_reference"] = reference
-    secret = {"code": code}
-    if account.email and not (sms and account.phone):
-        outbox.email(account.email, CONTACT_CODE_TEMPLATE, context, secret=secret, ordering_key=account.id)
-        return Channel.EMAIL.value
-    if account.phone:
-        outbox.sms(account.phone, CONTACT_CODE_TEMPLATE, context, secret=secret, ordering_key=account.id)
-        return Channel.SMS.value
-    return NO_CHANNEL
+    channel = outbox.notify(
+        email=account.email, phone=account.phone, template=CONTACT_CODE_TEMPLATE, context=context,
+        secret={"code": code}, ordering_key=account.id, prefer_sms=sms,
+    )
+    return channel.value if channel is not None else NO_CHANNEL
 
 
 def _seal_like_a_message(box: SecretBox, code: str) -> str:
@@ -783,10 +780,8 @@ class AppealService:
             context["note"] = reason
         if appeal.required_actions:
             context["next_steps"] = ", ".join(action_text(str(a)) for a in appeal.required_actions)
-        if account.email:
-            self._outbox.email(account.email, DECISION_TEMPLATE, context, ordering_key=account.id)
-        elif account.phone:
-            self._outbox.sms(account.phone, DECISION_TEMPLATE, context, ordering_key=account.id)
+        self._outbox.notify(email=account.email, phone=account.phone, template=DECISION_TEMPLATE, context=context,
+                            ordering_key=account.id)
 
     # --- required actions with the appeal token ---------------------------------------------------
 

@@ -38,7 +38,7 @@ from security.credentials.interfaces import (
 )
 from security.credentials.models import PasswordResetToken, RecoveryCode, TotpCredential
 from security.crypto import SecretBox, UndecryptableSecret, keyed_hash
-from security.delivery.outbox import Channel, Outbox
+from security.delivery.outbox import Outbox
 from security.entropy import Entropy
 from security.errors import AccountNotFound, WeakPassword
 
@@ -509,15 +509,14 @@ class PasswordResetService:
             "ttl_minutes": int(self._ttl.total_seconds() // 60),
         }
         secret = {"token": issued.token}
-        wants_sms = identifier.strip().startswith("+") and account.phone is not None
-        if account.email and not wants_sms:
-            self._outbox.email(account.email, RESET_TEMPLATE, context, secret=secret, ordering_key=account.id)
-            return Channel.EMAIL.value
-        if account.phone:
-            self._outbox.sms(account.phone, RESET_TEMPLATE, context, secret=secret, ordering_key=account.id)
-            return Channel.SMS.value
-        self._box.encrypt(issued.token.encode("ascii"))  # keep the work equal; nowhere to send it
-        return NO_CHANNEL
+        channel = self._outbox.notify(
+            email=account.email, phone=account.phone, template=RESET_TEMPLATE, context=context, secret=secret,
+            ordering_key=account.id, prefer_sms=identifier.strip().startswith("+"),
+        )
+        if channel is None:
+            self._box.encrypt(issued.token.encode("ascii"))  # keep the work equal; nowhere to send it
+            return NO_CHANNEL
+        return channel.value
 
     def _void_outstanding(self, account_id: str, now: datetime) -> None:
         """Void every token of the account still usable (DESIGN.md: a new token voids older ones)."""

@@ -150,6 +150,27 @@ class Outbox:
             secret=secret, ordering_key=ordering_key,
         )
 
+    def notify(
+        self,
+        *,
+        email: str | None,
+        phone: str | None,
+        template: str,
+        context: Mapping[str, Any],
+        secret: Mapping[str, str] | None = None,
+        ordering_key: str | None = None,
+        prefer_sms: bool = False,
+    ) -> Channel | None:
+        """Send ``template`` to a person's registered contact: e-mail, or a text message when asked
+        for (``prefer_sms``) or when there is no e-mail. Returns the channel used, None if there is none."""
+        if email and not (prefer_sms and phone):
+            self.email(email, template, context, secret=secret, ordering_key=ordering_key)
+            return Channel.EMAIL
+        if phone:
+            self.sms(phone, template, context, secret=secret, ordering_key=ordering_key)
+            return Channel.SMS
+        return None
+
     def unseal(self, message: OutboxMessage) -> dict[str, str]:
         """The secret values of ``message`` (for the dispatcher and tests)."""
         if not message.sealed:

@@ -42,6 +42,15 @@ REFERENCE_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 REFERENCE_GROUPS: Final = (4, 4)
 #: Most overdue locks released per expiry sweep (keeps one transaction short).
 EXPIRY_BATCH: Final = 500
+#: The lock notice sent to the account's registered contact (security/delivery/templates).
+LOCK_NOTICE_TEMPLATE: Final = "lock_notice"
+#: What the owner is told about why; the detailed rule reasons stay with operators.
+LOCK_NOTICE_REASONS: Final[Mapping[str, str]] = {
+    LockKind.BRUTE_FORCE: "Several wrong passwords were entered for your account.",
+    LockKind.RISK: "We noticed unusual activity on your account.",
+    LockKind.OPERATOR: "Our security team locked your account while they review it.",
+    LockKind.USER_REPORTED: "You reported that your account may be in someone else's hands.",
+}
 SYSTEM_ACTOR: Final = "system"
 
 
@@ -149,6 +158,11 @@ class LockService:
             **lock.as_dict(), "locked_at": now.isoformat(),
             "reasons": [{"rule": str(r.get("rule", "")), "detail": str(r.get("detail", ""))} for r in reasons],
         }, ordering_key=account.id)
+        context: dict[str, Any] = {"case_reference": lock.reference, "reason": LOCK_NOTICE_REASONS[kind]}
+        if expires_at is not None:
+            context["expires_at"] = expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        self._outbox.notify(email=account.email, phone=account.phone, template=LOCK_NOTICE_TEMPLATE,
+                            context=context, ordering_key=account.id)
         self._session.flush()
         return lock
 

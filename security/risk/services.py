@@ -36,6 +36,7 @@ from security.locks.models import Lock, LoginFailureCounter
 from security.locks.services import LockService
 from security.locks.states import AccountStatus, LockKind, RequiredAction
 from security.risk.engine import Assessment, Reason, evaluate
+from security.risk.familiarity import UNKNOWN, parse_user_agent
 from security.risk.feature_store import Context, FeatureStore, TransactionInput
 from security.risk.features import FEATURE_TYPES, EventKind, Features, FeatureType, FeatureValue
 from security.risk.models import Assessment as AssessmentRow
@@ -56,6 +57,8 @@ GUARD_LOCK_KEY: Final = 0x46475244  # "FGRD"
 #: Events claiming to happen further in the future than this are refused (clock skew allowance).
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 SECRET_FIELDS: Final = frozenset({"password", "totp_code", "recovery_code"})
+#: The e-mail/SMS telling the owner about a sign-in from a new device (security/delivery/templates).
+NEW_DEVICE_TEMPLATE: Final = "new_device_login"
 
 
 class Rule(StrEnum):
@@ -339,6 +342,11 @@ class RiskService:
                 "account_id": account.id, "device_id": ctx.device_id, "ip": ctx.ip, "country": ctx.country,
                 "user_agent": ctx.user_agent, "occurred_at": occurred.isoformat(),
             }, ordering_key=account.id)
+            self._outbox.notify(email=account.email, phone=account.phone, template=NEW_DEVICE_TEMPLATE, context={
+                "occurred_at": occurred.strftime("%Y-%m-%d %H:%M UTC"),
+                "device": _device_description(ctx),
+                "location": ctx.country or "unknown",
+            }, ordering_key=account.id)
         self._store.record_successful_login(account.id, ctx)
 
     # --- events -------------------------------------------------------------------------------
@@ -577,3 +585,10 @@ def replay_decisions(
             changed.append((row, result))
     return changed
 
+
+def _device_description(ctx: Context) -> str:
+    """What the owner is told about a new device: browser and OS (e.g. "Chrome 120 on Windows 10")."""
+    agent = parse_user_agent(ctx.user_agent)
+    if agent.browser != UNKNOWN or agent.os != UNKNOWN:
+        return f"{agent.browser} on {agent.os}"
+    return ctx.device_id or "an unknown device"
