@@ -24,7 +24,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from security.accounts.models import Account
+from security.audit.models import AuditEntry
 from security.clock import utc
+from security.credentials.services import AuditTag as CredentialTag
 from security.db import is_sqlite
 from security.locks.bruteforce import FailureState, failures_in_window
 from security.risk.familiarity import (
@@ -67,6 +69,14 @@ SECONDS_PER_DAY: Final = 86400.0
 SECONDS_PER_HOUR: Final = 3600.0
 #: Changes that open the takeover-chain window for withdrawals.
 SENSITIVE_CHANGES: Final = frozenset({"email", "phone", "password", "mfa_enabled", "mfa_disabled"})
+#: Second-factor changes made through Foxguard itself, read from the audit log (the backend does not post
+#: account-change events for them). The last one is security.appeals.services.AuditTag.AUTHENTICATOR_REPLACED.
+MFA_CHANGE_AUDIT_TAGS: Final = (
+    CredentialTag.MFA_ENABLED.value,
+    CredentialTag.MFA_DISABLED.value,
+    CredentialTag.RECOVERY_CODES_REGENERATED.value,
+    "account:mfa:replaced_by_appeal",
+)
 #: A password set this soon after the profile was created is the initial one, not a change.
 INITIAL_PASSWORD_GRACE: Final = timedelta(hours=1)
 #: Transactions that did not go out do not count as the account's normal amounts.
@@ -458,6 +468,14 @@ class FeatureStore:
         candidates: list[tuple[datetime, str]] = []
         if row is not None:
             candidates.append((utc(row.occurred_at), f"{row.change} changed"))
+        mfa_changed = self._session.scalar(
+            select(func.max(AuditEntry.at)).where(
+                AuditEntry.subject_type == "account", AuditEntry.subject_id == account.id,
+                AuditEntry.action.in_(MFA_CHANGE_AUDIT_TAGS), AuditEntry.at <= occurred_at,
+            )
+        )
+        if mfa_changed is not None:
+            candidates.append((utc(mfa_changed), "two-factor authentication changed"))
         changed = account.password_changed_at
         if (changed is not None and utc(changed) <= occurred_at
                 and utc(changed) - utc(account.created_at) > INITIAL_PASSWORD_GRACE):

@@ -94,3 +94,28 @@ def test_password_reset_ends_a_brute_force_lock(api, client, db_session, setting
     db_session.expire_all()
     assert db_session.get(Account, ACCOUNT).status == "active"
     assert login(api, password=NEW_PASSWORD)["decision"] == "allow"
+
+
+def test_two_factor_change_through_foxguard_counts_as_a_sensitive_change(api, clock):
+    """Disabling TOTP via the API is not posted as an account-change event by the backend, yet a
+    withdrawal right after it must still look like a takeover chain."""
+    from datetime import timedelta
+
+    create_account(api)
+    clock.advance(days=30)
+    secret, _ = enroll_totp(api, clock)
+    clock.advance(days=3)
+
+    def withdraw(event_id: str) -> dict:
+        response = api.post("/v1/events/transaction", json={
+            "event_id": event_id, "account_id": ACCOUNT, "amount": "40.00", "currency": "EUR",
+            "destination": {"address": "0xfriend", "country": "DE"}, "occurred_at": clock.now().isoformat(),
+            "context": BERLIN})
+        assert response.status_code == 200, response.get_json()
+        return {r["rule"] for r in response.get_json()["reasons"]}
+
+    assert "tx.after_sensitive_change" not in withdraw("tx-before")
+    disabled = api.delete(f"/v1/accounts/{ACCOUNT}/totp", json={"totp_code": totp.code_at(secret, clock.now())})
+    assert disabled.status_code in (200, 204), disabled.get_json()
+    clock.advance(timedelta(hours=2))
+    assert "tx.after_sensitive_change" in withdraw("tx-after")
