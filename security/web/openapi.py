@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, json
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 
 from security.types import ACCOUNT_ID_PATTERN
 from security.web.api import REGISTRY, Operation, openapi_path, operation
@@ -21,6 +22,21 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "uuid": {"type": "string", "format": "uuid"},
     "int": {"type": "integer", "minimum": 0},
 }
+# Every string is refused when it contains U+0000 (``api.nul_fields``); strings without a pattern of their
+# own say so in the document. A field with its own pattern must exclude NUL in that pattern.
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
+class ContractJsonSchema(GenerateJsonSchema):
+    """Pydantic's JSON Schema plus the rules ``security.web.api`` enforces on every operation."""
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        json_schema = super().str_schema(schema)
+        if "pattern" not in json_schema and "format" not in json_schema:
+            json_schema["pattern"] = NO_NUL_PATTERN
+        return json_schema
+
+
 # Hooks other slices use to add top-level sections (e.g. the `webhooks` payload schemas).
 EXTRA_SECTIONS: list[Any] = []
 
@@ -74,7 +90,7 @@ def _operation_spec(op: Operation, params: list[tuple[str, str | None]]) -> dict
         for name, converter in params
     ]
     if op.query is not None:
-        schema = op.query.model_json_schema(ref_template=REF_TEMPLATE)
+        schema = op.query.model_json_schema(ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema)
         required = set(schema.get("required", []))
         for name, prop in schema.get("properties", {}).items():
             parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
@@ -117,7 +133,7 @@ def build_openapi(app: Flask) -> dict[str, Any]:
             if model is not None:
                 models[model.__name__] = model
     _, defs = models_json_schema(
-        [(m, "validation") for m in models.values()], ref_template=REF_TEMPLATE
+        [(m, "validation") for m in models.values()], ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema
     )
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
