@@ -62,7 +62,10 @@ def make_engine(settings: Settings) -> Engine:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=db.echo, connect_args={"check_same_thread": False, "timeout": db.sqlite_busy_timeout_ms / 1000}
+            url,
+            echo=db.echo,
+            hide_parameters=True,
+            connect_args={"check_same_thread": False, "timeout": db.sqlite_busy_timeout_ms / 1000},
         )
         _prepare_sqlite(engine, db.sqlite_busy_timeout_ms)
         return engine
@@ -71,6 +74,8 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(
         url,
         echo=db.echo,
+        # Bound values (e-mail addresses, password hashes, token digests) never reach error messages/logs.
+        hide_parameters=True,
         pool_size=db.pool_size,
         max_overflow=db.max_overflow,
         # A dead connection (database restarted) is noticed and replaced instead of failing a request.
