@@ -167,6 +167,12 @@ def operation(
             if auth is not None:
                 g.actor = auth.authenticate()
             kwargs: dict[str, Any] = dict(path)
+            bad_path = [name for name, value in path.items() if isinstance(value, str) and NUL in value]
+            if bad_path:
+                raise InvalidInput("The path is not valid.", errors=[
+                    {"location": "path", "field": name, "message": NUL_MESSAGE, "type": "string_nul"}
+                    for name in bad_path
+                ])
             if body is not None:
                 if request.content_length is not None and request.max_content_length is not None and (
                     request.content_length > request.max_content_length

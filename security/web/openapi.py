@@ -16,7 +16,9 @@ from security.web.api import REGISTRY, Operation, openapi_path, operation
 bp = Blueprint("openapi", __name__)
 
 REF_TEMPLATE = "#/components/schemas/{model}"
-_CONVERTER_OF = re.compile(r"<(?:(?P<converter>[a-z_]+)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
+_CONVERTER_OF = re.compile(
+    r"<(?:(?P<converter>[a-z_]+)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>"
+)
 PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "account": {"type": "string", "pattern": ACCOUNT_ID_PATTERN, "maxLength": 64},
     "uuid": {"type": "string", "format": "uuid"},
@@ -29,6 +31,11 @@ NO_NUL_PATTERN = "^[^\\x00]*$"
 
 class ContractJsonSchema(GenerateJsonSchema):
     """Pydantic's JSON Schema plus the rules ``security.web.api`` enforces on every operation."""
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        json_schema = super().dict_schema(schema)
+        json_schema.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
+        return json_schema
 
     def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
         json_schema = super().str_schema(schema)
@@ -71,7 +78,14 @@ def _problem_response(description: str) -> dict[str, Any]:
     }
 
 
-def _operation_spec(op: Operation, params: list[tuple[str, str | None]]) -> dict[str, Any]:
+def param_schema(converter: str | None, args: str | None) -> dict[str, Any]:
+    """JSON Schema of a path parameter, from its Werkzeug converter (``any(a, b)`` becomes an enum)."""
+    if converter == "any" and args:
+        return {"type": "string", "enum": [a.strip().strip("'\"") for a in args.split(",")]}
+    return PARAM_SCHEMAS.get(converter or "", {"type": "string", "pattern": NO_NUL_PATTERN})
+
+
+def _operation_spec(op: Operation, params: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "operationId": op.endpoint.replace(".", "_"),
         "summary": op.summary,
@@ -85,9 +99,9 @@ def _operation_spec(op: Operation, params: list[tuple[str, str | None]]) -> dict
             "name": name,
             "in": "path",
             "required": True,
-            "schema": PARAM_SCHEMAS.get(converter or "", {"type": "string"}),
+            "schema": param_schema(converter, args),
         }
-        for name, converter in params
+        for name, converter, args in params
     ]
     if op.query is not None:
         schema = op.query.model_json_schema(ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema)
@@ -138,7 +152,7 @@ def build_openapi(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         path, _ = openapi_path(op.rule)
-        params = [(m.group("name"), m.group("converter")) for m in _CONVERTER_OF.finditer(op.rule)]
+        params = [(m.group("name"), m.group("converter"), m.group("args")) for m in _CONVERTER_OF.finditer(op.rule)]
         paths.setdefault(path, {})[op.method.lower()] = _operation_spec(op, params)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
