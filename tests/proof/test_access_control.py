@@ -25,6 +25,8 @@ PUBLIC_OPERATIONS = {
     "GET /healthz": "liveness probe for the orchestrator; reveals nothing",
     "GET /readyz": "readiness probe; reveals only ready / not ready and the schema revision",
     "GET /openapi.json": "the public API contract",
+    "POST /v1/password-resets": "the user forgot the password: always 202, same body and timing (enumeration-tested)",
+    "POST /v1/password-resets/confirm": "authorised by the 256-bit single-use reset token itself",
 }
 # URL rules served outside the JSON API (not in the document), and why.
 NON_API_ROUTES = {

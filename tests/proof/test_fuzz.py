@@ -32,9 +32,22 @@ SELF = "GET /openapi.json"
 
 # Rules no JSON Schema can state: a schema-valid request may still be refused with exactly these problem
 # codes (and only by these operations). Any other 4xx for a schema-valid request is a contract defect.
+# The password policy: common/breached-password list and a strength estimate (zxcvbn).
+_POLICY = {"weak_password"}
+# Codes are secrets: whether one matches is never a question of syntax.
+_WRONG_CODE = {"invalid_totp_code", "second_factor_rejected", "second_factor_required"}
 SEMANTIC_REFUSALS: dict[str, set[str]] = {
-    # The password policy: common/breached-password list and a strength estimate (zxcvbn).
-    "PUT /v1/accounts/{account_id}/password": {"weak_password"},
+    "PUT /v1/accounts/{account_id}/password": _POLICY,
+    "POST /v1/accounts/{account_id}/totp": {"totp_already_enabled"},
+    "POST /v1/accounts/{account_id}/totp/confirm": _WRONG_CODE | {"totp_not_pending", "totp_already_enabled"},
+    "POST /v1/accounts/{account_id}/totp/recovery-codes": _WRONG_CODE | {"totp_not_enabled"},
+    "DELETE /v1/accounts/{account_id}/totp": _WRONG_CODE | {"totp_not_enabled"},
+    "POST /v1/password-resets/confirm": _POLICY | _WRONG_CODE | {"invalid_reset_token"},
+    # Relative to the server's clock (events may be late, never from the future).
+    "POST /v1/events/login": {"occurred_at_in_future"},
+    "POST /v1/events/transaction": {"occurred_at_in_future"},
+    "POST /v1/events/account-change": {"occurred_at_in_future"},
+    "POST /v1/logins": {"occurred_at_in_future"},
 }
 # What a schema-valid request may legitimately get (schemathesis' own default for positive_data_acceptance).
 ACCEPTABLE_FOR_VALID_INPUT = {401, 403, 404, 409, 429}
@@ -97,7 +110,7 @@ def fuzz_operation(run: FuzzRun, operation, mode: GenerationMode, key: str, exam
 
     try:
         run_case()
-    except Exception as exc:  # collected so that every operation is fuzzed and every failure reported
+    except (Exception, BaseExceptionGroup) as exc:  # collected: every operation is fuzzed, every failure reported
         run.failures.append(f"{label} [{mode.value}]: {exc}")
 
 
