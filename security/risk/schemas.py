@@ -45,6 +45,12 @@ class _In(BaseModel):
 class ContextIn(_In):
     """Where the event came from."""
 
+    # The lat/lon rule of ``_both_coordinates``, stated in /openapi.json (null counts as absent).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"lat": {"type": "number"}, "lon": {"type": "number"}}, "required": ["lat", "lon"]},
+        {"properties": {"lat": {"type": "null"}, "lon": {"type": "null"}}},
+    ]})
+
     # The formats state in /openapi.json what the validator below enforces.
     ip: Annotated[str, Field(max_length=45, json_schema_extra=IP_FORMATS)] | None = None
     device_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None

@@ -34,7 +34,12 @@ class ContractJsonSchema(GenerateJsonSchema):
 
     def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
         json_schema = super().dict_schema(schema)
-        json_schema.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
+        if "patternProperties" in json_schema and "additionalProperties" not in json_schema:
+            # Pydantic states the key rule as patternProperties; only with additionalProperties false does
+            # that forbid other keys (and generators such as hypothesis-jsonschema honour it).
+            json_schema["additionalProperties"] = False
+        else:
+            json_schema.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
         return json_schema
 
     def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
