@@ -20,6 +20,10 @@ AccountIdField = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
 EventIdField = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 CountryField = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]
 DecimalString = Annotated[str, Field(pattern=DECIMAL_PATTERN, examples=["125.50"])]
+#: The same, greater than zero (the look-ahead refuses 0, 0.0, 00.000 ...): the rule of ``_positive``
+#: stated in /openapi.json. Look-ahead needs Python's regex engine (see TransactionEventIn).
+POSITIVE_DECIMAL_PATTERN = r"^(?!0(\.0+)?$)(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
+PositiveDecimalString = Annotated[str, Field(pattern=POSITIVE_DECIMAL_PATTERN, examples=["125.50"])]
 IP_FORMATS: dict[str, Any] = {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
 #: Event times are years 1900-2999 (written in the sender's own offset): anything else is a client bug,
 #: and year 1 or 9999 with an offset would not even convert to UTC. The pattern states it in /openapi.json.
@@ -120,9 +124,11 @@ class DestinationIn(_In):
 class TransactionEventIn(_In):
     """``POST /v1/events/transaction``: an outgoing transaction to assess before it executes."""
 
+    model_config = ConfigDict(regex_engine="python-re")
+
     event_id: EventIdField
     account_id: AccountIdField
-    amount: DecimalString
+    amount: PositiveDecimalString
     currency: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{2,12}$")]
     destination: DestinationIn
     occurred_at: EventTime

@@ -48,14 +48,13 @@ def documented_operations(client) -> list[tuple[str, str, dict]]:
 
 def concrete_path(path: str, spec: dict) -> str:
     """Fill path parameters with values of the right shape (so the route matches and auth is reached)."""
-    kinds = {}
+    values = {}
     for param in spec.get("parameters", []):
         if param["in"] == "path":
             schema = param["schema"]
-            kinds[param["name"]] = (
-                "uuid" if schema.get("format") == "uuid" else "int" if schema.get("type") == "integer" else "account"
-            )
-    return _PARAM.sub(lambda m: PARAM_VALUES[kinds.get(m.group(1), "account")], path)
+            kind = "uuid" if schema.get("format") == "uuid" else "int" if schema.get("type") == "integer" else "account"
+            values[param["name"]] = schema["enum"][0] if "enum" in schema else PARAM_VALUES[kind]
+    return _PARAM.sub(lambda m: values.get(m.group(1), PARAM_VALUES["account"]), path)
 
 
 def send(client, method: str, path: str, spec: dict, key: str | None):
