@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict, JsonValue
 
 MAX_CODE_CHARS = 16
 """A TOTP code with the spaces users type (e.g. "123 456")."""
@@ -35,11 +36,11 @@ class ResetAcceptedOut(BaseModel):
 
 
 # The model validators below, stated in /openapi.json (a null counts as absent, as in the validators).
-_BOTH_CODES = {
+_BOTH_CODES: JsonDict = {
     "properties": {"totp_code": {"type": "string"}, "recovery_code": {"type": "string"}},
     "required": ["totp_code", "recovery_code"],
 }
-_ONE_CODE = [
+_ONE_CODE: list[JsonValue] = [
     {"properties": {name: {"type": "string"}}, "required": [name]} for name in ("totp_code", "recovery_code")
 ]
 
