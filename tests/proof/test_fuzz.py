@@ -10,9 +10,11 @@ key). The normal run generates at least ``CASES`` requests per backend (CI runs 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
+import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -22,6 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy.orm import Session
 
 from security.permissions import ALL_SCOPES
+from security.web.api import nul_fields
 from tests.conftest import ApiClient, issue_key
 
 CASES = 2000
@@ -70,6 +73,29 @@ def operation_inputs(operation) -> bool:
     return bool(list(operation.iter_parameters())) or bool(operation.body)
 
 
+def body_validator(document: dict, operation):
+    """A validator of the operation's JSON body against the document (None when it takes no body)."""
+    spec = document["paths"][operation.path][operation.method.lower()]
+    body = spec.get("requestBody", {}).get("content", {}).get("application/json")
+    if body is None:
+        return None
+    return jsonschema_rs.validator_for({**body["schema"], "components": document["components"]})
+
+
+def sent_body_conforms(validator, response) -> bool:
+    """Whether the body actually sent (as the server saw it) conforms to the document."""
+    raw = response.request.body
+    if raw is None:
+        return True
+    try:
+        sent = json.loads(raw)
+    except ValueError:  # not JSON at all (a generator's raw bytes): certainly not conforming
+        return False
+    # Every string and key in the document is NUL-free; checked directly because jsonschema_rs cannot see
+    # keys holding lone surrogates (which Python's json accepts) the way the server does.
+    return not nul_fields(sent) and validator.is_valid(sent)
+
+
 def check_semantic_refusal(label: str, response) -> None:
     """The precise form of schemathesis' positive_data_acceptance (see SEMANTIC_REFUSALS)."""
     status = response.status_code
@@ -86,6 +112,7 @@ def check_semantic_refusal(label: str, response) -> None:
 
 def fuzz_operation(run: FuzzRun, operation, mode: GenerationMode, key: str, examples: int, *, derandomize: bool):
     label = operation.label
+    validator = body_validator(operation.schema.raw_schema, operation)
     strategy = operation.as_strategy(mode)
     has_account = any(p.name == "account_id" for p in operation.iter_parameters())
     if has_account and (mode is GenerationMode.POSITIVE or operation.body):
@@ -113,7 +140,10 @@ def fuzz_operation(run: FuzzRun, operation, mode: GenerationMode, key: str, exam
             response, headers={"Authorization": f"Bearer {key}"}, excluded_checks=[positive_data_acceptance],
             transport_kwargs={"app": operation.app, "headers": {"Authorization": f"Bearer {key}"}},
         )
-        if mode is GenerationMode.POSITIVE:
+        # A generator occasionally labels as positive a body the document forbids (seen: a NUL in a
+        # free-form key); refusing that is right, so only truly conforming bodies must be accepted.
+        conforms = validator is None or sent_body_conforms(validator, response)
+        if mode is GenerationMode.POSITIVE and conforms:
             check_semantic_refusal(label, response)
 
     try:
