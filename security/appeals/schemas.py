@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,7 +23,9 @@ AMOUNT_PATTERN = r"^[0-9]{1,18}(\.[0-9]{1,18})?$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # No whitespace stripping: the document's minLength/pattern then mean exactly what is enforced
+    # (identifiers are trimmed where they are looked up).
+    model_config = ConfigDict(extra="forbid")
 
 
 class AppealIn(Strict):
@@ -71,7 +73,7 @@ class MessageIn(Strict):
     body: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
-class PasswordIn(Strict):
+class AppealPasswordIn(Strict):
     """`totp_code` or `recovery_code` is needed when no operator reviewed the appeal and TOTP is enabled."""
 
     # Passwords are taken exactly as typed (no whitespace stripping).
@@ -155,11 +157,19 @@ class AcceptedOut(BaseModel):
     detail: str
 
 
+# "Exactly one of password and code", stated in /openapi.json (a null counts as absent, as in the validator).
+_PROOFS = ("password", "code")
+_EXACTLY_ONE_PROOF: dict[str, Any] = {
+    "anyOf": [{"properties": {name: {"type": "string"}}, "required": [name]} for name in _PROOFS],
+    "not": {"properties": {name: {"type": "string"} for name in _PROOFS}, "required": list(_PROOFS)},
+}
+
+
 class FreezeIn(Strict):
     """Prove possession with exactly one of `password` and `code` (from `POST /v1/freeze/codes`)."""
 
     # Passwords are taken exactly as typed (no whitespace stripping).
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_EXACTLY_ONE_PROOF)
 
     identifier: str = Field(min_length=1, max_length=MAX_IDENTIFIER)
     password: str | None = Field(default=None, min_length=1, max_length=MAX_PASSWORD)

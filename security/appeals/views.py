@@ -11,7 +11,7 @@ import uuid
 from typing import Any, cast
 
 import click
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, g, request
 from flask.cli import AppGroup
 
 from security.accounts.views import account_service
@@ -23,6 +23,7 @@ from security.appeals.schemas import (
     AppealCreatedOut,
     AppealIn,
     AppealOut,
+    AppealPasswordIn,
     CaseOut,
     DecisionOut,
     FreezeCodeIn,
@@ -31,7 +32,6 @@ from security.appeals.schemas import (
     MessageIn,
     MessageOut,
     NeededOut,
-    PasswordIn,
     RecoveryCodesOut,
     TotpCodeIn,
     TotpEnrollmentOut,
@@ -80,11 +80,16 @@ class Scopes:
 
 
 class AppealToken:
-    """``Authorization: Bearer <appeal token>``; the token is matched against the appeal in the view."""
+    """``Authorization: Bearer <appeal token>`` matched against the appeal named in the path.
+
+    Runs before the body is validated, so a caller without the right token learns nothing else.
+    """
 
     def authenticate(self) -> str:
-        if bearer_token() is None:
+        appeal_id = (request.view_args or {}).get("appeal_id")
+        if not isinstance(appeal_id, uuid.UUID):
             raise InvalidAppealToken("Send the appeal token as 'Authorization: Bearer <appeal token>'.")
+        g.appeal = appeal_service(deps()).authenticate(appeal_id, bearer_token())
         return USER_ACTOR
 
     def openapi_security(self) -> list[dict[str, list[str]]]:
@@ -156,7 +161,11 @@ def render(snapshot: AppealSnapshot) -> AppealOut:
 
 
 def _authorized(service: AppealService, appeal_id: uuid.UUID) -> Appeal:
-    return service.authenticate(appeal_id, bearer_token())
+    """The appeal the request's token opened (checked by :class:`AppealToken` before anything else)."""
+    appeal: Appeal | None = g.get("appeal")
+    if appeal is None or appeal.id != appeal_id:
+        return service.authenticate(appeal_id, bearer_token())
+    return appeal
 
 
 # --- appeals ---------------------------------------------------------------------------------------
@@ -257,12 +266,12 @@ def withdraw_appeal(appeal_id: uuid.UUID) -> AppealOut:
 
 
 @operation(
-    bp, "/v1/appeals/<uuid:appeal_id>/password", method="POST", body=PasswordIn, response=AppealOut,
+    bp, "/v1/appeals/<uuid:appeal_id>/password", method="POST", body=AppealPasswordIn, response=AppealOut,
     auth=APPEAL_TOKEN, summary="Reset the password after approval", tags=["appeals"],
     errors={400: "second_factor_required or second_factor_rejected", 401: "invalid_appeal_token",
             409: "action_not_pending", 422: "weak_password"},
 )
-def reset_password(appeal_id: uuid.UUID, body: PasswordIn) -> AppealOut | Response:
+def reset_password(appeal_id: uuid.UUID, body: AppealPasswordIn) -> AppealOut | Response:
     """Completes the `reset_password` required action without an e-mail round trip (identity was proven in
     the appeal). Without an operator review (brute-force locks), an account with TOTP enabled also needs
     `totp_code` or `recovery_code`. The lock is released once every required action is done."""

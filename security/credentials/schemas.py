@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict, JsonValue
 
 MAX_CODE_CHARS = 16
 """A TOTP code with the spaces users type (e.g. "123 456")."""
@@ -34,8 +35,20 @@ class ResetAcceptedOut(BaseModel):
     detail: str = RESET_ACCEPTED_DETAIL
 
 
+# The model validators below, stated in /openapi.json (a null counts as absent, as in the validators).
+_BOTH_CODES: JsonDict = {
+    "properties": {"totp_code": {"type": "string"}, "recovery_code": {"type": "string"}},
+    "required": ["totp_code", "recovery_code"],
+}
+_ONE_CODE: list[JsonValue] = [
+    {"properties": {name: {"type": "string"}}, "required": [name]} for name in ("totp_code", "recovery_code")
+]
+
+
 class SecondFactorIn(Strict):
     """At most one of the two codes (a TOTP code, or one of the recovery codes)."""
+
+    model_config = ConfigDict(json_schema_extra={"not": _BOTH_CODES})
 
     totp_code: str | None = Field(default=None, min_length=1, max_length=MAX_CODE_CHARS, examples=["123456"])
     recovery_code: str | None = Field(
@@ -51,6 +64,8 @@ class SecondFactorIn(Strict):
 
 class RequiredSecondFactorIn(SecondFactorIn):
     """Exactly one of the two codes."""
+
+    model_config = ConfigDict(json_schema_extra={"not": _BOTH_CODES, "anyOf": _ONE_CODE})
 
     @model_validator(mode="after")
     def _one_code(self) -> RequiredSecondFactorIn:

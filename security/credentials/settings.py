@@ -28,6 +28,9 @@ class CredentialSettings(BaseModel):
     reset_requests_per_identifier: str = "5 per hour"
     reset_requests_per_ip: str = "30 per hour"
     reset_confirms_per_ip: str = "30 per hour"
+    # A reset request for a real account writes more (token, messages) than one for an unknown identifier;
+    # every answer is held until this long after the request started, so the timing does not tell.
+    reset_min_response_ms: int = Field(default=250, ge=0, le=5000)
     # Namespace of the rate-limit counters in the shared storage (Redis).
     rate_limit_key_prefix: str = Field(default="foxguard", min_length=1, max_length=64)
 

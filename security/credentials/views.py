@@ -24,6 +24,7 @@ from security.runtime import runtime
 from security.web.api import operation
 from security.web.deps import Deps, deps
 from security.web.problems import from_error
+from security.web.transaction import respond_no_sooner_than
 
 bp = Blueprint("credentials", __name__)
 
@@ -93,6 +94,7 @@ def request_password_reset(body: ResetRequestIn) -> ResetAcceptedOut:
     names an account. For a real account a 30-minute single-use token goes to its registered e-mail or
     phone, and every older token stops working."""
     cfg = _settings()
+    respond_no_sooner_than(cfg.reset_min_response_ms / 1000)
     limits = _limits()
     limits.hit(cfg.reset_requests_per_ip, scope=LimitScope.RESET_IP, key=client_ip())
     limits.hit(

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from security.accounts.models import Account
 from security.audit.services import AuditLog
@@ -281,6 +282,10 @@ class LockService:
         except IllegalTransition as exc:
             raise InvalidTransition(str(exc), account_status=account.status, event=str(event)) from exc
         account.updated_at = self._clock.now()
+        # Always write the row, even when nothing changed (locked -> locked at the same instant): the
+        # UPDATE carries the version check that makes a concurrent unlock lose instead of leaving the
+        # account active beside the new lock.
+        flag_modified(account, "status")
 
     def _history(self, lock: Lock, *, actor: str, event: str, from_status: str | None,
                  note: str | None) -> None:

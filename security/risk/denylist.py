@@ -20,6 +20,14 @@ class AuditTag(StrEnum):
     REMOVED = "risk:denylist:removed"
 
 
+class InvalidDenyListValue(InvalidInput):
+    """The value does not fit the kind (an ``ip`` entry that is no IP address): a rule across two path
+    parameters, which the OpenAPI document cannot state, so it has a code of its own."""
+
+    code = "invalid_deny_list_value"
+    title = "The value is not valid for this kind of deny-list entry"
+
+
 class DenyListEntryNotFound(NotFound):
     code = "deny_list_entry_not_found"
     title = "No such deny-list entry"
@@ -35,10 +43,10 @@ def normalize(kind: DenyListKind, value: str) -> str:
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
-            raise InvalidInput("Not an IPv4 or IPv6 address.",
+            raise InvalidDenyListValue("Not an IPv4 or IPv6 address.",
                                errors=[{"field": "value", "message": "not an IP address"}]) from None
     if not value or len(value) > 128:  # noqa: PLR2004 - column width
-        raise InvalidInput("An address has 1 to 128 characters.",
+        raise InvalidDenyListValue("An address has 1 to 128 characters.",
                            errors=[{"field": "value", "message": "1 to 128 characters"}])
     return value.lower()
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from security.types import ACCOUNT_ID_PATTERN
 
@@ -20,6 +20,26 @@ AccountIdField = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
 EventIdField = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 CountryField = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]
 DecimalString = Annotated[str, Field(pattern=DECIMAL_PATTERN, examples=["125.50"])]
+#: The same, greater than zero (the look-ahead refuses 0, 0.0, 00.000 ...): the rule of ``_positive``
+#: stated in /openapi.json. Look-ahead needs Python's regex engine (see TransactionEventIn).
+POSITIVE_DECIMAL_PATTERN = r"^(?!0(\.0+)?$)(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
+PositiveDecimalString = Annotated[str, Field(pattern=POSITIVE_DECIMAL_PATTERN, examples=["125.50"])]
+IP_FORMATS: dict[str, Any] = {"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
+#: Event times are years 1900-2999 (written in the sender's own offset): anything else is a client bug,
+#: and year 1 or 9999 with an offset would not even convert to UTC. The pattern states it in /openapi.json.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
+EVENT_TIME_PATTERN = r"^(19|2[0-9])[0-9]{2}-"
+
+
+def _plausible_year(value: datetime) -> datetime:
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"the year must be between {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return value
+
+
+EventTime = Annotated[
+    AwareDatetime, AfterValidator(_plausible_year), Field(json_schema_extra={"pattern": EVENT_TIME_PATTERN})
+]
 
 
 class _In(BaseModel):
@@ -29,14 +49,21 @@ class _In(BaseModel):
 class ContextIn(_In):
     """Where the event came from."""
 
-    ip: Annotated[str | None, Field(max_length=45)] = None
+    # The lat/lon rule of ``_both_coordinates``, stated in /openapi.json (null counts as absent).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"lat": {"type": "number"}, "lon": {"type": "number"}}, "required": ["lat", "lon"]},
+        {"properties": {"lat": {"type": "null"}, "lon": {"type": "null"}}},
+    ]})
+
+    # The formats state in /openapi.json what the validator below enforces.
+    ip: Annotated[str, Field(max_length=45, json_schema_extra=IP_FORMATS)] | None = None
     device_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None
     user_agent: Annotated[str | None, Field(max_length=1024)] = None
     country: CountryField | None = None
     lat: Annotated[float | None, Field(ge=-90, le=90)] = None
     lon: Annotated[float | None, Field(ge=-180, le=180)] = None
     asn: Annotated[str | None, Field(max_length=16, pattern=r"^(AS|as)?[0-9]{1,10}$")] = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: EventTime | None = None
 
     @field_validator("ip")
     @classmethod
@@ -75,7 +102,7 @@ class LoginEventIn(_In):
 
     event_id: EventIdField
     account_id: AccountIdField
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     outcome: Literal["success", "failure"]
     method: Annotated[str | None, Field(max_length=32)] = None
     context: ContextIn = ContextIn()
@@ -97,12 +124,14 @@ class DestinationIn(_In):
 class TransactionEventIn(_In):
     """``POST /v1/events/transaction``: an outgoing transaction to assess before it executes."""
 
+    model_config = ConfigDict(regex_engine="python-re")
+
     event_id: EventIdField
     account_id: AccountIdField
-    amount: DecimalString
+    amount: PositiveDecimalString
     currency: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{2,12}$")]
     destination: DestinationIn
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     balance_before: DecimalString | None = None
     context: ContextIn = ContextIn()
 
@@ -136,7 +165,7 @@ class AccountChangeEventIn(_In):
     event_id: EventIdField
     account_id: AccountIdField
     change: ChangeKind
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     context: ContextIn = ContextIn()
 
 

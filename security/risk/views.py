@@ -237,7 +237,7 @@ def list_deny_list(query: DenyListQuery) -> DenyListPage:
     return DenyListPage(entries=[_entry(e) for e in entries])
 
 
-@operation(bp, "/v1/deny-list/<kind>/<value>", method="PUT", body=DenyListIn, response=DenyListOut,
+@operation(bp, "/v1/deny-list/<any(ip,address):kind>/<value>", method="PUT", body=DenyListIn, response=DenyListOut,
            auth=ClientScope(Scope.DENYLIST_WRITE), summary="Deny-list an IP address or destination address",
            tags=["risk"], also=[201])
 def put_deny_list(kind: str, value: str, body: DenyListIn) -> tuple[DenyListOut, int]:
@@ -247,7 +247,7 @@ def put_deny_list(kind: str, value: str, body: DenyListIn) -> tuple[DenyListOut,
     return _entry(entry), 201 if created else 200
 
 
-@operation(bp, "/v1/deny-list/<kind>/<value>", method="DELETE", status=204,
+@operation(bp, "/v1/deny-list/<any(ip,address):kind>/<value>", method="DELETE", status=204,
            auth=ClientScope(Scope.DENYLIST_WRITE), summary="Remove a deny-list entry", tags=["risk"])
 def delete_deny_list(kind: str, value: str) -> None:
     d = deps()

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, json
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 
 from security.types import ACCOUNT_ID_PATTERN
 from security.web.api import REGISTRY, Operation, openapi_path, operation
@@ -15,12 +16,39 @@ from security.web.api import REGISTRY, Operation, openapi_path, operation
 bp = Blueprint("openapi", __name__)
 
 REF_TEMPLATE = "#/components/schemas/{model}"
-_CONVERTER_OF = re.compile(r"<(?:(?P<converter>[a-z_]+)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
+_CONVERTER_OF = re.compile(
+    r"<(?:(?P<converter>[a-z_]+)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>"
+)
 PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "account": {"type": "string", "pattern": ACCOUNT_ID_PATTERN, "maxLength": 64},
     "uuid": {"type": "string", "format": "uuid"},
     "int": {"type": "integer", "minimum": 0},
 }
+# Every string is refused when it contains U+0000 (``api.nul_fields``); strings without a pattern of their
+# own say so in the document. A field with its own pattern must exclude NUL in that pattern.
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
+class ContractJsonSchema(GenerateJsonSchema):
+    """Pydantic's JSON Schema plus the rules ``security.web.api`` enforces on every operation."""
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        json_schema = super().dict_schema(schema)
+        if "patternProperties" in json_schema and "additionalProperties" not in json_schema:
+            # Pydantic states the key rule as patternProperties; only with additionalProperties false does
+            # that forbid other keys (and generators such as hypothesis-jsonschema honour it).
+            json_schema["additionalProperties"] = False
+        else:
+            json_schema.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
+        return json_schema
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        json_schema = super().str_schema(schema)
+        if "pattern" not in json_schema and "format" not in json_schema:
+            json_schema["pattern"] = NO_NUL_PATTERN
+        return json_schema
+
+
 # Hooks other slices use to add top-level sections (e.g. the `webhooks` payload schemas).
 EXTRA_SECTIONS: list[Any] = []
 
@@ -55,7 +83,16 @@ def _problem_response(description: str) -> dict[str, Any]:
     }
 
 
-def _operation_spec(op: Operation, params: list[tuple[str, str | None]]) -> dict[str, Any]:
+def param_schema(converter: str | None, args: str | None) -> dict[str, Any]:
+    """JSON Schema of a path parameter, from its Werkzeug converter (``any(a, b)`` becomes an enum)."""
+    if converter == "any" and args:
+        return {"type": "string", "enum": [a.strip().strip("'\"") for a in args.split(",")]}
+    return PARAM_SCHEMAS.get(converter or "", {"type": "string", "pattern": NO_NUL_PATTERN})
+
+
+def _operation_spec(
+    op: Operation, params: list[tuple[str, str | None, str | None]], refs: dict[type[BaseModel], str]
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "operationId": op.endpoint.replace(".", "_"),
         "summary": op.summary,
@@ -69,12 +106,12 @@ def _operation_spec(op: Operation, params: list[tuple[str, str | None]]) -> dict
             "name": name,
             "in": "path",
             "required": True,
-            "schema": PARAM_SCHEMAS.get(converter or "", {"type": "string"}),
+            "schema": param_schema(converter, args),
         }
-        for name, converter in params
+        for name, converter, args in params
     ]
     if op.query is not None:
-        schema = op.query.model_json_schema(ref_template=REF_TEMPLATE)
+        schema = op.query.model_json_schema(ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema)
         required = set(schema.get("required", []))
         for name, prop in schema.get("properties", {}).items():
             parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
@@ -83,11 +120,11 @@ def _operation_spec(op: Operation, params: list[tuple[str, str | None]]) -> dict
     if op.body is not None:
         spec["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=op.body.__name__)}}},
+            "content": {"application/json": {"schema": {"$ref": refs[op.body]}}},
         }
     ok: dict[str, Any] = {"description": op.summary}
     if op.response is not None:
-        ok["content"] = {op.response_media_type: {"schema": {"$ref": REF_TEMPLATE.format(model=op.response.__name__)}}}
+        ok["content"] = {op.response_media_type: {"schema": {"$ref": refs[op.response]}}}
     for success in (op.status, *op.also):
         spec["responses"][str(success)] = ok
     errors: dict[int, str] = {}
@@ -111,19 +148,22 @@ def build_openapi(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every registered operation that ``app`` serves."""
     served = set(app.view_functions)
     operations = [op for op in REGISTRY if op.endpoint in served]
-    models: dict[str, type[BaseModel]] = {"Problem": Problem}
+    models: list[type[BaseModel]] = [Problem]
     for op in operations:
         for model in (op.body, op.response):
-            if model is not None:
-                models[model.__name__] = model
-    _, defs = models_json_schema(
-        [(m, "validation") for m in models.values()], ref_template=REF_TEMPLATE
+            if model is not None and model not in models:
+                models.append(model)
+    # Pydantic names each component and disambiguates models that share a class name (two slices' own
+    # ``PasswordIn``); operations refer to whatever name it chose, so no schema can shadow another.
+    key_map, defs = models_json_schema(
+        [(m, "validation") for m in models], ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema
     )
+    refs = {model: key_map[(model, "validation")]["$ref"] for model in models}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         path, _ = openapi_path(op.rule)
-        params = [(m.group("name"), m.group("converter")) for m in _CONVERTER_OF.finditer(op.rule)]
-        paths.setdefault(path, {})[op.method.lower()] = _operation_spec(op, params)
+        params = [(m.group("name"), m.group("converter"), m.group("args")) for m in _CONVERTER_OF.finditer(op.rule)]
+        paths.setdefault(path, {})[op.method.lower()] = _operation_spec(op, params, refs)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

@@ -8,6 +8,7 @@ error rolls everything back (see ``problems.init_app``).
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Flask, Response, current_app, g
 from sqlalchemy.orm import Session
@@ -37,9 +38,29 @@ def abandon_request_session() -> None:
             log.warning("rollback failed", exc_info=True)
 
 
+def respond_no_sooner_than(seconds: float) -> None:
+    """Hold this request's response until ``seconds`` after the request started, commit included.
+
+    For flows that must not reveal by their timing which branch they took (e.g. a reset request for an
+    unknown identifier writes less than one for a real account). Choose ``seconds`` above the slow
+    branch's usual duration: the answer then always takes that long.
+    """
+    started = g.get("started", time.perf_counter())
+    g.respond_not_before = started + seconds
+
+
+def _hold() -> None:
+    deadline: float | None = g.get("respond_not_before")
+    if deadline is not None:
+        remaining = deadline - time.perf_counter()
+        if remaining > 0:
+            time.sleep(remaining)
+
+
 def _commit(response: Response) -> Response:
     session: Session | None = g.get("db_session")
     if session is None or g.get("db_rollback") or response.status_code >= 500:
+        _hold()
         return response
     try:
         session.commit()
@@ -47,7 +68,9 @@ def _commit(response: Response) -> Response:
         from security.web.problems import from_exception
 
         abandon_request_session()
+        _hold()
         return from_exception(exc)
+    _hold()
     return response
 
 

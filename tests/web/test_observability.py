@@ -81,3 +81,35 @@ def test_openapi_document_describes_operations(client):
     assert "AccountIn" in schemas
     assert "Problem" in schemas
     assert schemas["AccountIn"]["additionalProperties"] is False
+
+
+def test_models_sharing_a_class_name_get_distinct_components(app):
+    """Two slices may each have a `PasswordIn`: neither may shadow the other in the document."""
+    from flask import Blueprint
+    from pydantic import BaseModel
+
+    from security.web.api import operation
+    from security.web.openapi import build_openapi
+
+    def make(field: str) -> type[BaseModel]:
+        return type("TwinIn", (BaseModel,), {"__annotations__": {field: str}})
+
+    first, second = make("alpha"), make("beta")
+    bp = Blueprint("twins", __name__)
+
+    def twin_a(body: BaseModel) -> None:
+        return None
+
+    def twin_b(body: BaseModel) -> None:
+        return None
+
+    operation(bp, "/twins/a", method="POST", body=first, summary="a")(twin_a)
+    operation(bp, "/twins/b", method="POST", body=second, summary="b")(twin_b)
+    app.register_blueprint(bp)
+    doc = build_openapi(app)
+    refs = [doc["paths"][p]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            for p in ("/twins/a", "/twins/b")]
+    assert refs[0] != refs[1]
+    names = [ref.rsplit("/", 1)[1] for ref in refs]
+    assert set(doc["components"]["schemas"][names[0]]["properties"]) == {"alpha"}
+    assert set(doc["components"]["schemas"][names[1]]["properties"]) == {"beta"}
