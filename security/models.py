@@ -8,5 +8,6 @@ from security.audit import models as audit_models
 from security.clients import models as clients_models
 from security.db import Base
 from security.delivery import outbox as outbox_models
+from security.operators import models as operators_models
 
-__all__ = ["Base", "accounts_models", "audit_models", "clients_models", "outbox_models"]
+__all__ = ["Base", "accounts_models", "audit_models", "clients_models", "operators_models", "outbox_models"]

@@ -1,0 +1,80 @@
+"""Data for the console dashboard: each chart comes from one *source* reading whatever tables exist.
+
+``CHART_SOURCES`` is the extension point: the risk/locks and appeals slices add sources (locks and
+decisions per day, queue age, rule hit counts) and the dashboard draws them with the same SVG helper.
+No Flask here; read-only queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from security.accounts.models import Account, AccountStatus
+from security.audit.models import AuditEntry
+from security.console.charts import Chart, per_day
+from security.operators.services import AuditTag as OperatorAuditTag
+
+DAYS = 14
+"""Days shown by the per-day charts (two weeks shows weekly patterns without crowding a phone screen)."""
+
+ChartSource = Callable[[Session, datetime], Chart]
+
+
+def _window_start(now: datetime) -> datetime:
+    """Midnight (UTC) of the first day shown."""
+    return datetime.combine(now.date() - timedelta(days=DAYS - 1), time.min, tzinfo=now.tzinfo)
+
+
+def audit_activity_per_day(session: Session, now: datetime) -> Chart:
+    instants = session.scalars(select(AuditEntry.at).where(AuditEntry.at >= _window_start(now)))
+    return Chart(
+        key="audit-per-day", title=f"Audited state changes per day (last {DAYS} days)",
+        points=per_day(instants, last_day=now.date(), days=DAYS), unit="entries",
+    )
+
+
+def accounts_created_per_day(session: Session, now: datetime) -> Chart:
+    instants = session.scalars(select(Account.created_at).where(Account.created_at >= _window_start(now)))
+    return Chart(
+        key="accounts-per-day", title=f"Accounts registered per day (last {DAYS} days)",
+        points=per_day(instants, last_day=now.date(), days=DAYS), unit="accounts",
+    )
+
+
+def failed_operator_sign_ins_per_day(session: Session, now: datetime) -> Chart:
+    instants = session.scalars(
+        select(AuditEntry.at).where(
+            AuditEntry.at >= _window_start(now), AuditEntry.action == OperatorAuditTag.SIGN_IN_FAILED
+        )
+    )
+    return Chart(
+        key="operator-sign-in-failures", title=f"Failed operator sign-ins per day (last {DAYS} days)",
+        points=per_day(instants, last_day=now.date(), days=DAYS), unit="failures",
+    )
+
+
+def accounts_by_status(session: Session, now: datetime) -> Chart:
+    counts = dict(
+        session.execute(select(Account.status, func.count()).group_by(Account.status)).tuples().all()
+    )
+    return Chart(
+        key="accounts-by-status", title="Accounts by status (now)",
+        points=[(status.value, float(counts.get(status.value, 0))) for status in AccountStatus], unit="accounts",
+    )
+
+
+CHART_SOURCES: list[ChartSource] = [
+    audit_activity_per_day,
+    accounts_created_per_day,
+    accounts_by_status,
+    failed_operator_sign_ins_per_day,
+]
+
+
+def build_dashboard(session: Session, *, now: datetime) -> list[Chart]:
+    """Every registered chart, computed now."""
+    return [source(session, now) for source in CHART_SOURCES]
