@@ -58,9 +58,8 @@ def failed_operator_sign_ins_per_day(session: Session, now: datetime) -> Chart:
 
 
 def accounts_by_status(session: Session, now: datetime) -> Chart:
-    counts = dict(
-        session.execute(select(Account.status, func.count()).group_by(Account.status)).tuples().all()
-    )
+    rows = session.execute(select(Account.status, func.count()).group_by(Account.status))
+    counts: dict[str, int] = {status: count for status, count in rows}
     return Chart(
         key="accounts-by-status", title="Accounts by status (now)",
         points=[(status.value, float(counts.get(status.value, 0))) for status in AccountStatus], unit="accounts",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, g, redirect, render_template, request, url_for
 from markupsafe import Markup
+from werkzeug.wrappers import Response as BaseResponse
 
 from security.clients.services import ClientService
 from security.console.charts import bar_chart_svg
@@ -82,7 +83,7 @@ def _safe_next(target: str | None) -> str:
     return url_for("console.dashboard")
 
 
-def _set_cookie(response: Response, name: str, value: str) -> None:
+def _set_cookie(response: BaseResponse, name: str, value: str) -> None:
     response.set_cookie(
         name, value, path="/", secure=operator_settings(deps()).secure_cookies, httponly=True, samesite="Strict"
     )
@@ -97,7 +98,7 @@ def sign_in() -> Response:
 
 
 @bp.post("/sign-in")
-def sign_in_submit() -> Response:
+def sign_in_submit() -> BaseResponse:
     # Login CSRF: before there is a session, the token is double-submitted (cookie + field).
     expected = request.cookies.get(_sign_in_cookie_name(), "")
     sent = request.form.get(CSRF_FIELD, "")
@@ -123,7 +124,7 @@ def sign_in_submit() -> Response:
 
 @bp.post("/sign-out")
 @console_page(Permission.CASES_READ)
-def sign_out() -> Response:
+def sign_out() -> BaseResponse:
     d = deps()
     operator_service(d).end_session(g.console_token)
     response = redirect(url_for("console.sign_in"), code=303)
@@ -172,7 +173,7 @@ def clients_create() -> tuple[str, int]:
 
 @bp.post("/clients/<name>/revoke")
 @console_page(Permission.CLIENTS_MANAGE)
-def clients_revoke(name: str) -> Response:
+def clients_revoke(name: str) -> BaseResponse:
     _client_service().revoke(name, actor=actor_of(current_operator()))
     return redirect(url_for("console.clients"), code=303)
 

@@ -11,7 +11,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response, g, redirect, request, url_for
+from flask import g, redirect, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from security.clients.auth import bearer_token
 from security.crypto import constant_time_equals
@@ -136,7 +137,7 @@ def console_page(permission: Permission) -> Callable[[Callable[..., Any]], Calla
             resolved = operator_service(d).resolve(token, SessionKind.CONSOLE) if token else None
             if resolved is None:
                 if request.method in SAFE_METHODS:
-                    target: Response = redirect(url_for("console.sign_in", next=request.path), code=303)
+                    target: BaseResponse = redirect(url_for("console.sign_in", next=request.path), code=303)
                     return target
                 raise Unauthenticated("Your session has ended; sign in again.")
             row, operator = resolved
