@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from tests.operators.factories import PASSWORD
+
+STEP = timedelta(seconds=30)
+
+
+def sign_in(page, op, clock, *, code=None):
+    clock.advance(STEP)  # every sign-in needs a TOTP code from a step not used before
+    page.goto("/console/sign-in")
+    page.get_by_label("Operator name").fill(op.name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Authenticator code").fill(code or op.code(clock.now()))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+
+
+def test_sign_in_with_password_and_totp_shows_the_dashboard(new_page, live_server, clock, screenshot):
+    live_server.seed_accounts(clock, [2, 0, 3, 5, 1, 4, 6, 2, 0, 3, 7, 4, 2])
+    op = live_server.operator("alice", "admin", clock)
+    page = new_page()
+    page.goto("/console/")
+    assert page.url.endswith("/console/sign-in?next=/console/")
+    screenshot(page, "sign-in")
+    sign_in(page, op, clock)
+    assert re.search(r"/console/$", page.url)
+    assert page.get_by_role("heading", name="Dashboard").is_visible()
+    assert page.locator("svg.chart").count() == 4
+    # 13 days of registrations ending today: the chart's bar tooltips carry the seeded counts.
+    accounts_chart = page.locator("#chart-accounts-per-day rect.bar title")
+    assert accounts_chart.count() == 14
+    assert accounts_chart.nth(0).text_content() == "2026-02-17: 0 accounts"
+    assert accounts_chart.nth(11).text_content() == "2026-02-28: 7 accounts"
+    assert accounts_chart.nth(13).text_content() == "2026-03-02: 2 accounts"
+    assert page.get_by_text("alice", exact=True).is_visible()
+    screenshot(page, "dashboard")
+
+
+def test_wrong_totp_is_refused_with_the_generic_message(new_page, live_server, clock):
+    op = live_server.operator("alice", "reviewer", clock)
+    page = new_page()
+    good = op.code(clock.now() + STEP)
+    sign_in(page, op, clock, code=f"{(int(good) + 1) % 1_000_000:06d}")
+    alert = page.get_by_role("alert")
+    assert "name, password or code is not correct" in alert.inner_text()
+    assert "/console/sign-in" in page.url
+    assert not [c for c in page.context.cookies() if c["name"] == "__Host-fg_session"]
+
+
+def test_session_cookie_flags(new_page, live_server, clock):
+    op = live_server.operator("alice", "viewer", clock)
+    page = new_page()
+    sign_in(page, op, clock)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "__Host-fg_session")
+    assert cookie["httpOnly"] is True
+    assert cookie["secure"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/"
+    # HttpOnly: page scripts cannot read it (evaluated by the test harness, not by the page itself).
+    assert "fg_session" not in page.evaluate("document.cookie")
+
+
+def test_viewer_sees_no_admin_controls_and_a_forged_post_is_refused(new_page, live_server, clock):
+    op = live_server.operator("vera", "viewer", clock)
+    page = new_page()
+    sign_in(page, op, clock)
+    assert page.get_by_role("link", name="Service clients").count() == 0
+    assert page.locator("button.danger, button.primary").count() == 0
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    forged = page.request.post("/console/clients", form={"name": "evil", "scopes": "accounts:read",
+                                                         "csrf_token": csrf})
+    assert forged.status == 403
+    assert page.goto("/console/clients").status == 403
+
+
+def test_post_without_csrf_token_is_refused(new_page, live_server, clock):
+    op = live_server.operator("adam", "admin", clock)
+    page = new_page()
+    sign_in(page, op, clock)
+    response = page.request.post("/console/clients", form={"name": "evil", "scopes": "accounts:read"})
+    assert response.status == 403
+    page.goto("/console/clients")
+    assert page.locator("#clients").get_by_role("cell", name="evil", exact=True).count() == 0
+
+
+def test_admin_creates_a_client_and_sees_the_key_once(new_page, live_server, clock, screenshot):
+    op = live_server.operator("adam", "admin", clock)
+    page = new_page()
+    sign_in(page, op, clock)
+    page.get_by_role("link", name="Service clients").click()
+    page.get_by_label("Name").fill("wallet-backend")
+    page.get_by_label("accounts:read").check()
+    page.get_by_label("logins:check").check()
+    page.get_by_role("button", name="Create client").click()
+    key = page.locator("#api-key").inner_text()
+    assert key.startswith("fg_")
+    page.get_by_role("link", name="Back to service clients").click()
+    assert page.locator("#clients").get_by_role("cell", name="wallet-backend", exact=True).is_visible()
+    assert key not in page.content()
+    screenshot(page, "clients")
+
+
+def test_sign_out(new_page, live_server, clock):
+    op = live_server.operator("alice", "viewer", clock)
+    page = new_page()
+    sign_in(page, op, clock)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
+    assert "/console/sign-in" in page.url
+    assert not [c for c in page.context.cookies() if c["name"] == "__Host-fg_session"]
+    page.goto("/console/")
+    assert "/console/sign-in" in page.url
+
+
+def test_keyboard_only_sign_in_and_phone_layout(new_page, live_server, clock, screenshot):
+    op = live_server.operator("alice", "admin", clock)
+    page = new_page(width=390, height=844)
+    page.goto("/console/sign-in")
+    # The skip link is the first stop; the name field has focus on load.
+    assert page.evaluate("document.activeElement.id") == "name"
+    page.keyboard.type(op.name)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Tab")
+    clock.advance(STEP)
+    page.keyboard.type(op.code(clock.now()))
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.get_by_role("heading", name="Dashboard").is_visible()
+    # Nothing wider than the phone's screen: no horizontal scrolling of the page.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "dashboard-phone")
