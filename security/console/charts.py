@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from html import escape
 
 WIDTH = 640
@@ -51,6 +51,11 @@ def per_day(instants: Iterable[datetime], *, last_day: date, days: int) -> list[
         ((first_day + timedelta(days=i)).isoformat(), float(counts[first_day + timedelta(days=i)]))
         for i in range(days)
     ]
+
+
+def window_start(now: datetime, days: int) -> datetime:
+    """Midnight of the first of the ``days`` days ending on ``now``'s day (same timezone as ``now``)."""
+    return datetime.combine(now.date() - timedelta(days=days - 1), time.min, tzinfo=now.tzinfo)
 
 
 def _format(value: float) -> str:
@@ -118,3 +123,31 @@ def _short(label: str) -> str:
     if len(label) == len("2026-03-02") and label[4] == "-" and label[7] == "-":
         return label[5:]
     return label if len(label) <= 10 else label[:9] + "…"
+
+
+AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
+    ("< 1 h", timedelta(hours=1)),
+    ("1-6 h", timedelta(hours=6)),
+    ("6-24 h", timedelta(hours=24)),
+    ("1-3 d", timedelta(days=3)),
+    ("3-7 d", timedelta(days=7)),
+    ("> 7 d", None),
+)
+"""Queue-age histogram buckets: upper bounds (exclusive), the last one open-ended."""
+
+
+def age_histogram(ages: Iterable[timedelta]) -> list[tuple[str, float]]:
+    """Count ``ages`` into :data:`AGE_BUCKETS` (every bucket listed, empty ones as 0)."""
+    counts = [0] * len(AGE_BUCKETS)
+    for age in ages:
+        for index, (_, upper) in enumerate(AGE_BUCKETS):
+            if upper is None or age < upper:
+                counts[index] += 1
+                break
+    return [(label, float(count)) for (label, _), count in zip(AGE_BUCKETS, counts, strict=True)]
+
+
+def top_counts(counts: Iterable[tuple[str, int]], *, limit: int) -> list[tuple[str, float]]:
+    """The ``limit`` largest counts, largest first (ties by label, so the order is stable)."""
+    ranked = sorted(counts, key=lambda item: (-item[1], item[0]))[:limit]
+    return [(label, float(count)) for label, count in ranked]

@@ -8,14 +8,14 @@ No Flask here; read-only queries.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, time, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from security.accounts.models import Account, AccountStatus
 from security.audit.models import AuditEntry
-from security.console.charts import Chart, per_day
+from security.console.charts import Chart, per_day, window_start
 from security.operators.services import AuditTag as OperatorAuditTag
 
 DAYS = 14
@@ -24,13 +24,8 @@ DAYS = 14
 ChartSource = Callable[[Session, datetime], Chart]
 
 
-def _window_start(now: datetime) -> datetime:
-    """Midnight (UTC) of the first day shown."""
-    return datetime.combine(now.date() - timedelta(days=DAYS - 1), time.min, tzinfo=now.tzinfo)
-
-
 def audit_activity_per_day(session: Session, now: datetime) -> Chart:
-    instants = session.scalars(select(AuditEntry.at).where(AuditEntry.at >= _window_start(now)))
+    instants = session.scalars(select(AuditEntry.at).where(AuditEntry.at >= window_start(now, DAYS)))
     return Chart(
         key="audit-per-day", title=f"Audited state changes per day (last {DAYS} days)",
         points=per_day(instants, last_day=now.date(), days=DAYS), unit="entries",
@@ -38,7 +33,7 @@ def audit_activity_per_day(session: Session, now: datetime) -> Chart:
 
 
 def accounts_created_per_day(session: Session, now: datetime) -> Chart:
-    instants = session.scalars(select(Account.created_at).where(Account.created_at >= _window_start(now)))
+    instants = session.scalars(select(Account.created_at).where(Account.created_at >= window_start(now, DAYS)))
     return Chart(
         key="accounts-per-day", title=f"Accounts registered per day (last {DAYS} days)",
         points=per_day(instants, last_day=now.date(), days=DAYS), unit="accounts",
@@ -48,7 +43,7 @@ def accounts_created_per_day(session: Session, now: datetime) -> Chart:
 def failed_operator_sign_ins_per_day(session: Session, now: datetime) -> Chart:
     instants = session.scalars(
         select(AuditEntry.at).where(
-            AuditEntry.at >= _window_start(now), AuditEntry.action == OperatorAuditTag.SIGN_IN_FAILED
+            AuditEntry.at >= window_start(now, DAYS), AuditEntry.action == OperatorAuditTag.SIGN_IN_FAILED
         )
     )
     return Chart(

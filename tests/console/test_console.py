@@ -259,3 +259,15 @@ def test_plain_http_development_mode_drops_secure_and_the_host_prefix(http_app, 
     assert "Secure" not in cookie
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
+
+
+def test_console_sessions_and_api_tokens_are_not_interchangeable(client, clock, new_operator):
+    op = new_operator("alice", "admin")
+    sign_in(client, op, clock)
+    console_token = client.get_cookie(SESSION_COOKIE).value
+    assert client.get("/v1/review/me", headers={"Authorization": f"Bearer {console_token}"}).status_code == 401
+    clock.advance(STEP)
+    api_token = client.post("/v1/review/tokens", json={
+        "name": "alice", "password": op.password, "totp_code": op.code(clock.now())}).get_json()["token"]
+    client.set_cookie(SESSION_COOKIE, api_token)
+    assert client.get("/console/").status_code == 303
