@@ -139,11 +139,24 @@ class ReviewService:
     # --- queue ---------------------------------------------------------------------------------------
 
     def queue(self, criteria: QueueFilter, *, operator: Operator) -> QueuePage:
-        """Open locks, riskiest (then oldest) first, filtered and paginated."""
+        """Open locks, riskiest (then oldest) first, filtered and paginated.
+
+        A case's risk is the score of the assessment that caused the lock or, when the lock does not name
+        one (brute force, manual, or an engine lock placed before its assessment row existed), of the
+        account's latest assessment at the time the lock was placed. No assessment: 0.
+        """
+        latest_before_lock = (
+            select(Assessment.id)
+            .where(Assessment.account_id == Lock.account_id, Assessment.created_at <= Lock.created_at)
+            .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+            .limit(1)
+            .correlate(Lock)
+            .scalar_subquery()
+        )
         score = func.coalesce(Assessment.score, 0)
         query = (
             select(Lock, score, Assessment.band, Operator.name)
-            .outerjoin(Assessment, Assessment.id == Lock.assessment_id)
+            .outerjoin(Assessment, Assessment.id == func.coalesce(Lock.assessment_id, latest_before_lock))
             .outerjoin(CaseClaim, CaseClaim.lock_id == Lock.id)
             .outerjoin(Operator, Operator.id == CaseClaim.operator_id)
             .where(Lock.status != LockStatus.RELEASED)
