@@ -1,8 +1,8 @@
 """Data for the console dashboard: each chart comes from one *source* reading whatever tables exist.
 
-``CHART_SOURCES`` is the extension point: the risk/locks and appeals slices add sources (locks and
-decisions per day, queue age, rule hit counts) and the dashboard draws them with the same SVG helper.
-No Flask here; read-only queries.
+``CHART_SOURCES`` is the extension point: locks and decisions per day, queue age and rule hits come from
+``security.review.dashboard``; the appeals slice can add its own (decisions per day) the same way, and the
+dashboard draws them all with the same SVG helper. No Flask here; read-only queries.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from security.accounts.models import Account, AccountStatus
 from security.audit.models import AuditEntry
 from security.console.charts import Chart, per_day, window_start
 from security.operators.services import AuditTag as OperatorAuditTag
+from security.review import dashboard as review_charts
 
 DAYS = 14
 """Days shown by the per-day charts (two weeks shows weekly patterns without crowding a phone screen)."""
@@ -62,9 +63,13 @@ def accounts_by_status(session: Session, now: datetime) -> Chart:
 
 
 CHART_SOURCES: list[ChartSource] = [
-    audit_activity_per_day,
-    accounts_created_per_day,
+    review_charts.locks_per_day,
+    review_charts.blocks_per_day,
+    review_charts.reviews_per_day,
+    review_charts.queue_age,
+    review_charts.rule_hits,
     accounts_by_status,
+    audit_activity_per_day,
     failed_operator_sign_ins_per_day,
 ]
 

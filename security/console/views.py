@@ -15,6 +15,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from security.clients.services import ClientService
 from security.console.charts import bar_chart_svg
 from security.console.dashboard import build_dashboard
+from security.console.formatting import humanize_age, utc
 from security.crypto import constant_time_equals
 from security.errors import FoxguardError
 from security.operators.auth import (
@@ -76,11 +77,11 @@ def _field(name: str) -> str:
     return request.form.get(name, "")[:MAX_FIELD_CHARS]
 
 
-def _safe_next(target: str | None) -> str:
-    """Only redirect to console paths after sign-in (never to another site: no open redirect)."""
+def safe_next(target: str | None, default: str | None = None) -> str:
+    """Only redirect to console paths (never to another site: no open redirect)."""
     if target and target.startswith("/console") and "//" not in target and "\\" not in target:
         return target
-    return url_for("console.dashboard")
+    return default or url_for("console.dashboard")
 
 
 def _set_cookie(response: BaseResponse, name: str, value: str) -> None:
@@ -116,7 +117,7 @@ def sign_in_submit() -> BaseResponse:
         return Response(page, status=401)
     cookie = session_cookie_name(operator_settings(d))
     issued = service.start_session(result.operator, SessionKind.CONSOLE, replacing=request.cookies.get(cookie))
-    response = redirect(_safe_next(request.form.get("next")), code=303)
+    response = redirect(safe_next(request.form.get("next")), code=303)
     _set_cookie(response, cookie, issued.token)
     response.delete_cookie(_sign_in_cookie_name(), path="/", secure=operator_settings(d).secure_cookies)
     return response
@@ -208,11 +209,14 @@ def _template_context() -> dict[str, object]:
     csrf = current_console_session().csrf_token if g.get("console_session") is not None else None
     nav = [item for item in NAV_ITEMS if can(item.permission)] if operator is not None else []
     return {"operator": operator, "csrf_token": csrf, "nav": nav, "can": can, "Permission": Permission,
-            "csrf_field": CSRF_FIELD}
+            "csrf_field": CSRF_FIELD, "age": humanize_age, "utc": utc}
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-__all__ = ["NAV_ITEMS", "SAFE_METHODS", "NavItem", "bp", "init_app"]
+# The case pages register their routes on ``bp``; imported last because they use the names above.
+from security.console import cases  # noqa: E402
+
+__all__ = ["NAV_ITEMS", "SAFE_METHODS", "NavItem", "bp", "cases", "init_app", "safe_next"]

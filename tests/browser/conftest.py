@@ -50,6 +50,42 @@ class LiveServer:
         finally:
             session.close()
 
+    def backend(self, clock) -> object:
+        """The wallet backend: a test client sending a fresh service key (real commits)."""
+        from tests.conftest import ApiClient
+
+        session = runtime(self.app).session_factory()  # type: ignore[arg-type]
+        try:
+            key = issue_key(session, clock, f"backend-{clock.now().timestamp():.0f}", ALL_SCOPES)
+        finally:
+            session.close()
+        return ApiClient(self.app.test_client(), key)  # type: ignore[attr-defined]
+
+    def risk_lock(self, clock, account_id: str, *, amount: str = "900.00") -> dict:
+        """Make the risk engine lock ``account_id`` (a transaction to a deny-listed address)."""
+        api = self.backend(clock)
+        assert api.put(f"/v1/accounts/{account_id}", json={"email": f"{account_id}@example.com",
+                                                            "home_country": "DE"}).status_code == 201
+        api.put("/v1/deny-list/address/0xbad", json={"reason": "known mixer"})
+        answer = api.post("/v1/events/transaction", json={
+            "event_id": f"tx-{account_id}", "account_id": account_id, "amount": amount, "currency": "EUR",
+            "destination": {"address": "0xbad", "country": "DE"}, "occurred_at": clock.now().isoformat(),
+            "context": {"ip": "84.150.20.10", "country": "DE", "device_id": "d1", "user_agent": "Mozilla/5.0"},
+        }).get_json()
+        assert answer["decision"] == "block", answer
+        return answer
+
+    def open_lock_id(self, account_id: str) -> str:
+        from sqlalchemy import select
+
+        from security.locks.models import Lock
+
+        session = runtime(self.app).session_factory()  # type: ignore[arg-type]
+        try:
+            return str(session.scalars(select(Lock.id).where(Lock.account_id == account_id)).one())
+        finally:
+            session.close()
+
     def seed_accounts(self, clock, per_day: list[int]) -> None:
         """Register ``per_day[i]`` accounts on each of the ``len(per_day)`` days ending today (real API calls)."""
         session = runtime(self.app).session_factory()  # type: ignore[arg-type]

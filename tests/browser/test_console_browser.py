@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from security.console.dashboard import CHART_SOURCES
 from tests.operators.factories import PASSWORD
 
 STEP = timedelta(seconds=30)
@@ -28,13 +29,13 @@ def test_sign_in_with_password_and_totp_shows_the_dashboard(new_page, live_serve
     sign_in(page, op, clock)
     assert re.search(r"/console/$", page.url)
     assert page.get_by_role("heading", name="Dashboard").is_visible()
-    assert page.locator("svg.chart").count() == 4
-    # 13 days of registrations ending today: the chart's bar tooltips carry the seeded counts.
-    accounts_chart = page.locator("#chart-accounts-per-day rect.bar title")
-    assert accounts_chart.count() == 14
-    assert accounts_chart.nth(0).text_content() == "2026-02-17: 0 accounts"
-    assert accounts_chart.nth(11).text_content() == "2026-02-28: 7 accounts"
-    assert accounts_chart.nth(13).text_content() == "2026-03-02: 2 accounts"
+    assert page.locator("svg.chart").count() == len(CHART_SOURCES)
+    # 13 days of registrations (one audit entry each) ending today: the bars' tooltips carry the counts.
+    audit_chart = page.locator("#chart-audit-per-day rect.bar title")
+    assert audit_chart.count() == 14
+    assert audit_chart.nth(0).text_content() == "2026-02-17: 0 entries"
+    assert audit_chart.nth(11).text_content() == "2026-02-28: 7 entries"
+    assert audit_chart.nth(12).text_content() == "2026-03-01: 4 entries"
     assert page.get_by_text("alice", exact=True).is_visible()
     screenshot(page, "dashboard")
 
@@ -90,14 +91,17 @@ def test_admin_creates_a_client_and_sees_the_key_once(new_page, live_server, clo
     op = live_server.operator("adam", "admin", clock)
     page = new_page()
     sign_in(page, op, clock)
-    page.get_by_role("link", name="Service clients").click()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Service clients").click()
     page.get_by_label("Name").fill("wallet-backend")
     page.get_by_label("accounts:read").check()
     page.get_by_label("logins:check").check()
-    page.get_by_role("button", name="Create client").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Create client").click()
     key = page.locator("#api-key").inner_text()
     assert key.startswith("fg_")
-    page.get_by_role("link", name="Back to service clients").click()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Back to service clients").click()
     assert page.locator("#clients").get_by_role("cell", name="wallet-backend", exact=True).is_visible()
     assert key not in page.content()
     screenshot(page, "clients")
@@ -133,3 +137,59 @@ def test_keyboard_only_sign_in_and_phone_layout(new_page, live_server, clock, sc
     # Nothing wider than the phone's screen: no horizontal scrolling of the page.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "dashboard-phone")
+
+
+def test_reviewer_works_a_case_from_the_queue_to_unlock(new_page, live_server, clock, screenshot):
+    live_server.risk_lock(clock, "acc-risky")
+    clock.advance(minutes=20)
+    live_server.risk_lock(clock, "acc-second")
+    clock.advance(hours=2)
+    op = live_server.operator("rita", "reviewer", clock)
+    page = new_page()
+    sign_in(page, op, clock)
+    with page.expect_navigation():
+        page.get_by_role("link", name="Queue").click()
+    rows = page.locator("#queue tbody tr")
+    assert rows.count() == 2
+    # Equal scores: the older case first.
+    assert rows.nth(0).get_by_role("link", name="acc-risky").is_visible()
+    assert "2 h 20 min" in rows.nth(0).inner_text()
+    screenshot(page, "queue")
+    with page.expect_navigation():
+        rows.nth(0).get_by_role("button", name=re.compile("Claim")).click()
+    assert "rita" in page.locator("#queue tbody tr").nth(0).inner_text()
+    with page.expect_navigation():
+        page.get_by_role("link", name="acc-risky").click()
+    assert page.locator("#account-status").inner_text() == "locked"
+    # The case's reasons: the rule that fired and its points.
+    reasons = page.locator("table.reasons").first
+    assert "tx.destination_deny_listed" in reasons.inner_text()
+    assert "100" in reasons.inner_text()
+    assert page.locator("table.rules tr.outcome-hit").count() >= 1
+    screenshot(page, "case")
+    page.get_by_label(re.compile("^Unlock FG-.*note")).fill("Owner confirmed by phone; payee is a known exchange")
+    with page.expect_navigation():
+        page.get_by_role("button", name=re.compile("^Unlock FG-")).click()
+    assert page.locator("#account-status").inner_text() == "active"
+    assert "operator_unlock by operator:" in page.locator("ol.history").first.inner_text()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Queue").click()
+    assert page.locator("#queue tbody tr").count() == 1
+
+
+def test_viewer_reads_a_case_without_decision_buttons(new_page, live_server, clock):
+    live_server.risk_lock(clock, "acc-risky")
+    op = live_server.operator("vera", "viewer", clock)
+    page = new_page()
+    sign_in(page, op, clock)
+    page.goto("/console/accounts/acc-risky")
+    assert "tx.destination_deny_listed" in page.locator("table.reasons").first.inner_text()
+    assert page.get_by_role("button", name=re.compile("Unlock|Lock account|Restrict|Claim")).count() == 0
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    lock_version = "1"
+    lock_id = live_server.open_lock_id("acc-risky")
+    forged = page.request.post(f"/console/locks/{lock_id}/unlock",
+                               form={"note": "let me in", "version": lock_version, "csrf_token": csrf})
+    assert forged.status == 403
+    page.reload()
+    assert page.locator("#account-status").inner_text() == "locked"
