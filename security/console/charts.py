@@ -22,6 +22,9 @@ MARGIN_TOP = 16
 MARGIN_BOTTOM = 48
 MAX_X_LABELS = 8
 """At most this many category labels on the x axis; the others stay in each bar's tooltip and the table."""
+CHAR_WIDTH = 7.5
+"""Approximate width of one axis-label character (12-13 px sans-serif) in SVG units."""
+MIN_LABEL_CHARS = 4
 BAR_GAP_RATIO = 0.25
 """Share of each slot left empty between bars."""
 
@@ -108,7 +111,8 @@ def bar_chart_svg(chart: Chart, *, element_id: str) -> str:
         if index % label_every == 0:
             parts.append(
                 f'<text class="tick" x="{x + bar_w / 2:.1f}" y="{base_y + 16}" text-anchor="middle">'
-                f"{escape(_short(label))}</text>"
+                f"{escape(_short(label, max_chars=max(MIN_LABEL_CHARS, int(slot * label_every / CHAR_WIDTH))))}"
+                "</text>"
             )
     if not chart.points:
         parts.append(
@@ -118,11 +122,11 @@ def bar_chart_svg(chart: Chart, *, element_id: str) -> str:
     return "".join(parts)
 
 
-def _short(label: str) -> str:
-    """ISO dates become ``MM-DD`` on the axis (the year is in the table); other labels are cut at 10 chars."""
+def _short(label: str, *, max_chars: int) -> str:
+    """ISO dates become ``MM-DD`` on the axis (the year is in the table); other labels are cut to fit."""
     if len(label) == len("2026-03-02") and label[4] == "-" and label[7] == "-":
         return label[5:]
-    return label if len(label) <= 10 else label[:9] + "…"
+    return label if len(label) <= max_chars else label[: max_chars - 1] + "…"
 
 
 AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (

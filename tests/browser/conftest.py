@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -56,7 +57,7 @@ class LiveServer:
 
         session = runtime(self.app).session_factory()  # type: ignore[arg-type]
         try:
-            key = issue_key(session, clock, f"backend-{clock.now().timestamp():.0f}", ALL_SCOPES)
+            key = issue_key(session, clock, f"backend-{uuid.uuid4().hex[:12]}", ALL_SCOPES)
         finally:
             session.close()
         return ApiClient(self.app.test_client(), key)  # type: ignore[attr-defined]

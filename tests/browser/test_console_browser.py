@@ -21,6 +21,12 @@ def sign_in(page, op, clock, *, code=None):
 
 def test_sign_in_with_password_and_totp_shows_the_dashboard(new_page, live_server, clock, screenshot):
     live_server.seed_accounts(clock, [2, 0, 3, 5, 1, 4, 6, 2, 0, 3, 7, 4, 2])
+    today = clock.now()
+    # Engine locks on a few days the audit assertions leave alone.
+    for n, days_ago in enumerate((10, 8, 8, 7, 6, 6, 6)):
+        clock.set(today - timedelta(days=days_ago, hours=1, minutes=n))
+        live_server.risk_lock(clock, f"locked-{n}")
+    clock.set(today)
     op = live_server.operator("alice", "admin", clock)
     page = new_page()
     page.goto("/console/")
@@ -36,6 +42,9 @@ def test_sign_in_with_password_and_totp_shows_the_dashboard(new_page, live_serve
     assert audit_chart.nth(0).text_content() == "2026-02-17: 0 entries"
     assert audit_chart.nth(11).text_content() == "2026-02-28: 7 entries"
     assert audit_chart.nth(12).text_content() == "2026-03-01: 4 entries"
+    locks_chart = page.locator("#chart-locks-per-day rect.bar title")
+    assert locks_chart.nth(7).text_content() == "2026-02-24: 3 locks"
+    assert "tx.destination_deny_listed" in page.locator("#chart-rule-hits").inner_html()
     assert page.get_by_text("alice", exact=True).is_visible()
     screenshot(page, "dashboard")
 

@@ -131,3 +131,35 @@ def test_case_pages_need_csrf(cases, client, clock, new_operator, db_session):
 def test_unknown_account_page_is_404(client, clock, new_operator):
     sign_in(client, new_operator("rita", "reviewer"), clock)
     assert client.get("/console/accounts/nobody").status_code == 404
+
+
+def test_deny_list_is_read_by_all_and_managed_by_admins(client, clock, new_operator, db_session, app):
+    from security.audit.models import AuditEntry
+    from security.risk.models import DenyListEntry
+
+    admin = new_operator("adam", "admin")
+    sign_in(client, admin, clock)
+    token = csrf(client, "/console/deny-list")
+    added = client.post("/console/deny-list", data={
+        "kind": "ip", "value": " 203.0.113.7 ", "reason": "botnet", "expires_in_days": "30", "csrf_token": token})
+    assert added.status_code == 303
+    entry = db_session.scalars(select(DenyListEntry)).one()
+    assert (entry.value, entry.expires_at) == ("203.0.113.7", clock.now() + timedelta(days=30))
+    audit = db_session.scalars(select(AuditEntry).where(AuditEntry.subject_type == "deny_list")).one()
+    assert audit.actor == f"operator:{admin.id}"
+    bad = client.post("/console/deny-list", data={"kind": "ip", "value": "not-an-ip", "reason": "x",
+                                                  "csrf_token": token})
+    assert bad.status_code == 422
+    viewer_client = app.test_client()
+    sign_in(viewer_client, new_operator("vera", "viewer"), clock)
+    page = viewer_client.get("/console/deny-list").get_data(as_text=True)
+    assert "203.0.113.7" in page
+    assert "Add to deny list" not in page
+    assert "Remove 203.0.113.7" not in page
+    forged = viewer_client.post("/console/deny-list/remove", data={
+        "kind": "ip", "value": "203.0.113.7", "csrf_token": CSRF.search(page).group(1)})
+    assert forged.status_code == 403
+    removed = client.post("/console/deny-list/remove", data={"kind": "ip", "value": "203.0.113.7",
+                                                             "csrf_token": token})
+    assert removed.status_code == 303
+    assert db_session.scalars(select(DenyListEntry)).all() == []

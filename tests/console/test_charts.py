@@ -71,3 +71,14 @@ def test_axis_labels_are_thinned_for_long_series():
     # 28 bars, at most 8 category labels plus the two y-axis ticks.
     assert len(root.findall(f"{SVG}rect")) == 28
     assert len(root.findall(f"{SVG}text")) <= 8 + 2
+
+
+def test_category_labels_are_cut_to_the_space_they_have():
+    few = parse(bar_chart_svg(Chart(key="r", title="Rules", points=[("tx.destination_deny_listed", 7.0),
+                                                                    ("tx.new_payee", 3.0)]), element_id="r"))
+    labels = [t.text for t in few.findall(f"{SVG}text") if t.get("class") == "tick"][2:]
+    assert labels == ["tx.destination_deny_listed", "tx.new_payee"]
+    many = [(f"rule.number_{n:02d}_with_a_long_name", 1.0) for n in range(12)]
+    root = parse(bar_chart_svg(Chart(key="m", title="Many", points=many), element_id="m"))
+    cut = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick"][2:]
+    assert all(label.endswith("…") and len(label) < 20 for label in cut)
