@@ -12,11 +12,14 @@ from datetime import timedelta
 from flask import redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from security.appeals.views import appeal_service
 from security.console.views import NAV_ITEMS, NavItem, bp, safe_next
 from security.errors import InvalidInput
 from security.locks.states import LockKind, LockStatus, RequiredAction
 from security.operators.auth import console_page, current_operator
 from security.operators.policy import Permission
+from security.review.appeals import APPEAL_QUEUE_LIMIT, DecisionIn, ReplyIn, summary
+from security.review.appeals import detail as appeal_detail
 from security.review.schemas import ManualLockIn, NoteIn, QueueQuery, UnlockIn
 from security.review.services import MAX_PAGE_SIZE, ClaimFilter, QueueOrder
 from security.review.views import queue_filter, review_service
@@ -40,10 +43,13 @@ def queue() -> str:
     args = {k: v for k, v in request.args.items() if v != ""}
     query = validate(QueueQuery, args, "query")
     assert isinstance(query, QueueQuery)  # noqa: S101 - validate returns the model it was given
-    page = review_service(deps()).queue(queue_filter(query), operator=current_operator())
+    d = deps()
+    page = review_service(d).queue(queue_filter(query), operator=current_operator())
+    appeals = appeal_service(d)
+    waiting = [summary(appeals, a) for a in appeals.review_queue(limit=APPEAL_QUEUE_LIMIT)]
     base = {k: v for k, v in args.items() if k != "page"}
     return render_template(
-        "console/queue.html", page=page, query=query, base=base, kinds=list(LockKind),
+        "console/queue.html", page=page, appeals=waiting, query=query, base=base, kinds=list(LockKind),
         statuses=[LockStatus.ACTIVE, LockStatus.AWAITING_ACTIONS], claim_filters=list(ClaimFilter),
         orders=list(QueueOrder), max_page_size=MAX_PAGE_SIZE,
     )
@@ -113,3 +119,40 @@ def restrict(account_id: str) -> BaseResponse:
 def lift_restriction(account_id: str) -> BaseResponse:
     review_service(deps()).lift_restriction(account_id, operator=current_operator())
     return redirect(url_for("console.account", account_id=account_id), code=303)
+
+
+# --- appeals -------------------------------------------------------------------------------------------
+
+
+@bp.get("/appeals/<uuid:appeal_id>")
+@console_page(Permission.CASES_READ)
+def appeal(appeal_id: uuid.UUID) -> str:
+    service = appeal_service(deps())
+    item = service.get(appeal_id)
+    already = any(r.operator_id == str(current_operator().id) for r in service.reviews(item))
+    return render_template("console/appeal.html", a=appeal_detail(service, item), already_reviewed=already)
+
+
+@bp.post("/appeals/<uuid:appeal_id>/decision")
+@console_page(Permission.APPEALS_DECIDE)
+def appeal_decide(appeal_id: uuid.UUID) -> BaseResponse:
+    outcome = request.form.get("outcome", "")
+    if outcome not in ("approve", "reject"):
+        raise InvalidInput("Choose approve or reject.")
+    form = validate(DecisionIn, {
+        "approve": outcome == "approve", "version": request.form.get("version", ""),
+        "note": request.form.get("note") or None, "user_reason": request.form.get("user_reason") or None,
+    }, "form")
+    assert isinstance(form, DecisionIn)  # noqa: S101
+    appeal_service(deps()).decide(appeal_id, str(current_operator().id), form.approve, form.note, form.user_reason,
+                                  form.version)
+    return redirect(url_for("console.appeal", appeal_id=appeal_id), code=303)
+
+
+@bp.post("/appeals/<uuid:appeal_id>/messages")
+@console_page(Permission.APPEALS_DECIDE)
+def appeal_reply(appeal_id: uuid.UUID) -> BaseResponse:
+    form = validate(ReplyIn, _form("body"), "form")
+    assert isinstance(form, ReplyIn)  # noqa: S101
+    appeal_service(deps()).reply(appeal_id, str(current_operator().id), form.body)
+    return redirect(url_for("console.appeal", appeal_id=appeal_id), code=303)
