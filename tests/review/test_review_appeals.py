@@ -74,3 +74,17 @@ def test_rejection_needs_a_reason_and_viewers_cannot_decide(cases, client, api, 
                           headers=rita_h)
     assert replied.status_code == 201
     assert replied.get_json()["messages"][-1]["body"] == "Call us."
+
+
+def test_dashboard_counts_appeal_decisions(cases, client, api, app, db_session):
+    from security.review.dashboard import appeal_decisions_per_day
+
+    rita = cases.operator("rita", "reviewer")
+    rita_h = cases.token(rita)
+    case = appeal_waiting_for_review(client, api, db_session, app, rita_h, "acc-1")
+    version = client.get(f"/v1/review/appeals/{case['appeal_id']}", headers=rita_h).get_json()["version"]
+    client.post(f"/v1/review/appeals/{case['appeal_id']}/decision", json={"approve": True, "version": version},
+                headers=rita_h)
+    chart = appeal_decisions_per_day(db_session, cases.clock.now())
+    assert chart.points[-1] == (cases.clock.now().date().isoformat(), 1.0)
+    assert chart.total == 1
