@@ -11,9 +11,11 @@ from security.credentials import models as credentials_models
 from security.db import Base
 from security.delivery import outbox as outbox_models
 from security.locks import models as locks_models
+from security.operators import models as operators_models
+from security.review import models as review_models
 from security.risk import models as risk_models
 
 __all__ = [
-    "Base", "accounts_models", "appeals_models", "audit_models", "clients_models", "credentials_models", "locks_models",
-    "outbox_models", "risk_models",
+    "Base", "accounts_models", "appeals_models", "audit_models", "clients_models", "credentials_models",
+    "locks_models", "operators_models", "outbox_models", "review_models", "risk_models",
 ]

@@ -1,0 +1,158 @@
+"""Console case pages: the queue, an account's timeline, and the lock decision forms.
+
+They call the same ``ReviewService`` as ``/v1/review/...`` and validate forms with the same pydantic
+models, so the console cannot do anything the JSON API would refuse (and vice versa).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from flask import redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from security.appeals.views import appeal_service
+from security.console.views import NAV_ITEMS, NavItem, bp, safe_next
+from security.errors import InvalidInput
+from security.locks.states import LockKind, LockStatus, RequiredAction
+from security.operators.auth import console_page, current_operator
+from security.operators.policy import Permission
+from security.review.appeals import APPEAL_QUEUE_LIMIT, DecisionIn, ReplyIn, summary
+from security.review.appeals import detail as appeal_detail
+from security.review.schemas import ManualLockIn, NoteIn, QueueQuery, UnlockIn
+from security.review.services import MAX_PAGE_SIZE, ClaimFilter, QueueOrder
+from security.review.views import queue_filter, review_service
+from security.web.api import validate
+from security.web.deps import deps
+
+MAX_EXPIRY_HOURS = 24 * 30
+"""A manual temporary lock lasts at most 30 days; longer holds should be indefinite and reviewed."""
+
+NAV_ITEMS.insert(1, NavItem("console.queue", "Queue", Permission.CASES_READ))
+
+
+def _form(*names: str) -> dict[str, str]:
+    return {name: request.form.get(name, "") for name in names}
+
+
+@bp.get("/queue")
+@console_page(Permission.CASES_READ)
+def queue() -> str:
+    # Empty fields of the GET filter form mean "no filter".
+    args = {k: v for k, v in request.args.items() if v != ""}
+    query = validate(QueueQuery, args, "query")
+    assert isinstance(query, QueueQuery)  # noqa: S101 - validate returns the model it was given
+    d = deps()
+    page = review_service(d).queue(queue_filter(query), operator=current_operator())
+    appeals = appeal_service(d)
+    waiting = [summary(appeals, a) for a in appeals.review_queue(limit=APPEAL_QUEUE_LIMIT)]
+    base = {k: v for k, v in args.items() if k != "page"}
+    return render_template(
+        "console/queue.html", page=page, appeals=waiting, query=query, base=base, kinds=list(LockKind),
+        statuses=[LockStatus.ACTIVE, LockStatus.AWAITING_ACTIONS], claim_filters=list(ClaimFilter),
+        orders=list(QueueOrder), max_page_size=MAX_PAGE_SIZE,
+    )
+
+
+@bp.post("/cases/<uuid:lock_id>/claim")
+@console_page(Permission.CASES_CLAIM)
+def claim(lock_id: uuid.UUID) -> BaseResponse:
+    review_service(deps()).claim(lock_id, operator=current_operator())
+    return redirect(safe_next(request.form.get("next"), url_for("console.queue")), code=303)
+
+
+@bp.post("/cases/<uuid:lock_id>/release")
+@console_page(Permission.CASES_CLAIM)
+def release(lock_id: uuid.UUID) -> BaseResponse:
+    review_service(deps()).release_claim(lock_id, operator=current_operator())
+    return redirect(safe_next(request.form.get("next"), url_for("console.queue")), code=303)
+
+
+@bp.get("/accounts/<account:account_id>")
+@console_page(Permission.CASES_READ)
+def account(account_id: str) -> str:
+    timeline = review_service(deps()).timeline(account_id)
+    return render_template("console/account.html", t=timeline, required_actions=list(RequiredAction),
+                           max_expiry_hours=MAX_EXPIRY_HOURS, me=current_operator().name)
+
+
+@bp.post("/accounts/<account:account_id>/lock")
+@console_page(Permission.LOCKS_WRITE)
+def lock(account_id: str) -> BaseResponse:
+    d = deps()
+    hours = request.form.get("expires_in_hours", "").strip()
+    body: dict[str, object] = {"note": request.form.get("note", ""),
+                               "required_actions": request.form.getlist("required_actions")}
+    if hours:
+        if not hours.isdigit() or not 1 <= int(hours) <= MAX_EXPIRY_HOURS:
+            raise InvalidInput(f"Expiry must be a whole number of hours between 1 and {MAX_EXPIRY_HOURS}.")
+        body["expires_at"] = (d.clock.now() + timedelta(hours=int(hours))).isoformat()
+    form = validate(ManualLockIn, body, "form")
+    assert isinstance(form, ManualLockIn)  # noqa: S101
+    review_service(d).lock(account_id, operator=current_operator(), note=form.note, expires_at=form.expires_at,
+                           required_actions=form.required_actions)
+    return redirect(url_for("console.account", account_id=account_id), code=303)
+
+
+@bp.post("/locks/<uuid:lock_id>/unlock")
+@console_page(Permission.LOCKS_WRITE)
+def unlock(lock_id: uuid.UUID) -> BaseResponse:
+    form = validate(UnlockIn, _form("note", "version"), "form")
+    assert isinstance(form, UnlockIn)  # noqa: S101
+    released = review_service(deps()).unlock(lock_id, operator=current_operator(), note=form.note,
+                                              expected_version=form.version)
+    return redirect(url_for("console.account", account_id=released.account_id), code=303)
+
+
+@bp.post("/accounts/<account:account_id>/restrict")
+@console_page(Permission.LOCKS_WRITE)
+def restrict(account_id: str) -> BaseResponse:
+    form = validate(NoteIn, _form("note"), "form")
+    assert isinstance(form, NoteIn)  # noqa: S101
+    review_service(deps()).restrict(account_id, operator=current_operator(), note=form.note)
+    return redirect(url_for("console.account", account_id=account_id), code=303)
+
+
+@bp.post("/accounts/<account:account_id>/lift-restriction")
+@console_page(Permission.LOCKS_WRITE)
+def lift_restriction(account_id: str) -> BaseResponse:
+    review_service(deps()).lift_restriction(account_id, operator=current_operator())
+    return redirect(url_for("console.account", account_id=account_id), code=303)
+
+
+# --- appeals -------------------------------------------------------------------------------------------
+
+
+@bp.get("/appeals/<uuid:appeal_id>")
+@console_page(Permission.CASES_READ)
+def appeal(appeal_id: uuid.UUID) -> str:
+    service = appeal_service(deps())
+    item = service.get(appeal_id)
+    already = any(r.operator_id == str(current_operator().id) for r in service.reviews(item))
+    return render_template("console/appeal.html", a=appeal_detail(service, item), already_reviewed=already)
+
+
+@bp.post("/appeals/<uuid:appeal_id>/decision")
+@console_page(Permission.APPEALS_DECIDE)
+def appeal_decide(appeal_id: uuid.UUID) -> BaseResponse:
+    outcome = request.form.get("outcome", "")
+    if outcome not in ("approve", "reject"):
+        raise InvalidInput("Choose approve or reject.")
+    form = validate(DecisionIn, {
+        "approve": outcome == "approve", "version": request.form.get("version", ""),
+        "note": request.form.get("note") or None, "user_reason": request.form.get("user_reason") or None,
+    }, "form")
+    assert isinstance(form, DecisionIn)  # noqa: S101
+    appeal_service(deps()).decide(appeal_id, str(current_operator().id), form.approve, form.note, form.user_reason,
+                                  form.version)
+    return redirect(url_for("console.appeal", appeal_id=appeal_id), code=303)
+
+
+@bp.post("/appeals/<uuid:appeal_id>/messages")
+@console_page(Permission.APPEALS_DECIDE)
+def appeal_reply(appeal_id: uuid.UUID) -> BaseResponse:
+    form = validate(ReplyIn, _form("body"), "form")
+    assert isinstance(form, ReplyIn)  # noqa: S101
+    appeal_service(deps()).reply(appeal_id, str(current_operator().id), form.body)
+    return redirect(url_for("console.appeal", appeal_id=appeal_id), code=303)

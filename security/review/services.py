@@ -1,0 +1,376 @@
+"""Review use cases: the queue, claims, an account's timeline, manual lock/unlock/restrict.
+
+No Flask, never commits. Lock changes go through the locks slice's ``LockService`` (transition table,
+history, audit, webhooks, optimistic concurrency): this module only adds who did it and why.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from security.accounts.models import Account
+from security.appeals.models import Appeal
+from security.audit.models import AuditEntry
+from security.audit.services import AuditLog
+from security.clock import Clock
+from security.delivery.outbox import OutboxMessage
+from security.errors import AccountNotFound, Conflict, Forbidden, InvalidInput
+from security.locks.models import Lock, LockHistory
+from security.locks.services import LockService
+from security.locks.states import LockEvent, LockKind, LockStatus, RequiredAction
+from security.operators.models import Operator
+from security.operators.services import actor_of
+from security.review.models import CaseClaim
+from security.risk.models import Assessment, RiskEvent
+
+MAX_PAGE_SIZE = 100
+TIMELINE_LIMIT = 50
+"""Most recent items per timeline section (events, assessments, audit, deliveries)."""
+OPERATOR_RULE = "operator"
+"""The ``rule`` of a manual lock's reason, so the lock shows who decided and why like automatic ones do."""
+
+
+class AuditTag(StrEnum):
+    CASE_CLAIMED = "review:case:claimed"
+    CASE_RELEASED = "review:case:released"
+
+
+class QueueOrder(StrEnum):
+    RISK = "risk"  # highest score first, then oldest
+    AGE = "age"  # oldest first
+
+
+class ClaimFilter(StrEnum):
+    ANY = "any"
+    MINE = "mine"
+    UNCLAIMED = "unclaimed"
+
+
+class CaseAlreadyClaimed(Conflict):
+    code = "case_already_claimed"
+    title = "Another operator has claimed this case"
+
+
+class CaseClosed(Conflict):
+    code = "case_closed"
+    title = "The case is no longer open"
+
+
+class NotYourClaim(Forbidden):
+    code = "not_your_claim"
+    title = "Only the operator who claimed the case can release it"
+
+
+class FourEyesRequired(Conflict):
+    code = "four_eyes_required"
+    title = "This lock is released through an appeal approved by two reviewers"
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    kind: LockKind | None = None
+    status: LockStatus | None = None
+    min_score: int | None = None
+    account_id: str | None = None
+    claimed: ClaimFilter = ClaimFilter.ANY
+    order: QueueOrder = QueueOrder.RISK
+    page: int = 1
+    per_page: int = 25
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    lock: Lock
+    score: int
+    band: str | None
+    age_seconds: int
+    claimed_by: str | None
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    items: list[QueueItem]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One thing that happened to the account, for the merged, newest-first view."""
+
+    at: datetime
+    source: str
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    account: Account
+    locks: list[Lock]
+    history: dict[uuid.UUID, list[LockHistory]]
+    claims: dict[uuid.UUID, str]
+    assessments: list[Assessment]
+    events: list[RiskEvent]
+    audit: list[AuditEntry]
+    deliveries: list[OutboxMessage]
+    appeals: list[Appeal]
+    entries: list[TimelineEntry]
+
+
+class ReviewService:
+    def __init__(self, session: Session, *, clock: Clock, audit: AuditLog, locks: LockService) -> None:
+        self._session = session
+        self._clock = clock
+        self._audit = audit
+        self._locks = locks
+
+    # --- queue ---------------------------------------------------------------------------------------
+
+    def queue(self, criteria: QueueFilter, *, operator: Operator) -> QueuePage:
+        """Open locks, riskiest (then oldest) first, filtered and paginated.
+
+        A case's risk is the score of the assessment that caused the lock or, when the lock does not name
+        one (brute force, manual, or an engine lock placed before its assessment row existed), of the
+        account's latest assessment at the time the lock was placed. No assessment: 0.
+        """
+        latest_before_lock = (
+            select(Assessment.id)
+            .where(Assessment.account_id == Lock.account_id, Assessment.created_at <= Lock.created_at)
+            .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+            .limit(1)
+            .correlate(Lock)
+            .scalar_subquery()
+        )
+        score = func.coalesce(Assessment.score, 0)
+        query = (
+            select(Lock, score, Assessment.band, Operator.name)
+            .outerjoin(Assessment, Assessment.id == func.coalesce(Lock.assessment_id, latest_before_lock))
+            .outerjoin(CaseClaim, CaseClaim.lock_id == Lock.id)
+            .outerjoin(Operator, Operator.id == CaseClaim.operator_id)
+            .where(Lock.status != LockStatus.RELEASED)
+        )
+        if criteria.kind is not None:
+            query = query.where(Lock.kind == criteria.kind)
+        if criteria.status is not None:
+            query = query.where(Lock.status == criteria.status)
+        if criteria.min_score is not None:
+            query = query.where(score >= criteria.min_score)
+        if criteria.account_id:
+            query = query.where(Lock.account_id == criteria.account_id)
+        if criteria.claimed == ClaimFilter.MINE:
+            query = query.where(CaseClaim.operator_id == operator.id)
+        elif criteria.claimed == ClaimFilter.UNCLAIMED:
+            query = query.where(CaseClaim.id.is_(None))
+        total = self._session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        if criteria.order == QueueOrder.RISK:
+            query = query.order_by(score.desc(), Lock.created_at, Lock.reference)
+        else:
+            query = query.order_by(Lock.created_at, Lock.reference)
+        rows = self._session.execute(
+            query.limit(criteria.per_page).offset((criteria.page - 1) * criteria.per_page)
+        ).all()
+        now = self._clock.now()
+        items = [
+            QueueItem(lock=lock, score=int(points), band=band, claimed_by=claimer,
+                      age_seconds=int((now - lock.created_at).total_seconds()))
+            for lock, points, band, claimer in rows
+        ]
+        return QueuePage(items=items, total=total, page=criteria.page, per_page=criteria.per_page)
+
+    # --- claims --------------------------------------------------------------------------------------
+
+    def _open_lock(self, lock_id: uuid.UUID) -> Lock:
+        lock = self._locks.get(lock_id)
+        if lock.status == LockStatus.RELEASED:
+            raise CaseClosed(f"Case {lock.reference} was resolved ({lock.resolution}).")
+        return lock
+
+    def claim(self, lock_id: uuid.UUID, *, operator: Operator) -> CaseClaim:
+        """Claim an open case. Claiming one's own case again is a no-op; someone else's is 409."""
+        lock = self._open_lock(lock_id)
+        existing = self._session.scalar(select(CaseClaim).where(CaseClaim.lock_id == lock.id))
+        if existing is not None:
+            if existing.operator_id == operator.id:
+                return existing
+            holder = self._session.get(Operator, existing.operator_id)
+            raise CaseAlreadyClaimed(
+                f"Case {lock.reference} is claimed by {holder.name if holder else 'another operator'}.",
+                claimed_by=holder.name if holder else None,
+            )
+        claim = CaseClaim(lock_id=lock.id, operator_id=operator.id, claimed_at=self._clock.now())
+        self._session.add(claim)
+        # Flush now: a simultaneous claim of the same lock fails on the unique lock_id (-> 409).
+        self._session.flush()
+        self._audit.record(
+            AuditTag.CASE_CLAIMED, actor=actor_of(operator), subject_type="account", subject_id=lock.account_id,
+            data={"lock_id": str(lock.id), "reference": lock.reference},
+        )
+        return claim
+
+    def release_claim(self, lock_id: uuid.UUID, *, operator: Operator) -> None:
+        """Give the case back to the queue (only its holder can)."""
+        lock = self._locks.get(lock_id)
+        existing = self._session.scalar(select(CaseClaim).where(CaseClaim.lock_id == lock.id))
+        if existing is None:
+            return
+        if existing.operator_id != operator.id:
+            raise NotYourClaim(f"Case {lock.reference} is claimed by another operator.")
+        self._drop_claim(existing, lock, actor=actor_of(operator))
+
+    def _drop_claim(self, claim: CaseClaim, lock: Lock, *, actor: str) -> None:
+        self._session.delete(claim)
+        self._session.flush()
+        self._audit.record(
+            AuditTag.CASE_RELEASED, actor=actor, subject_type="account", subject_id=lock.account_id,
+            data={"lock_id": str(lock.id), "reference": lock.reference},
+        )
+
+    # --- manual decisions ----------------------------------------------------------------------------
+
+    def _account(self, account_id: str) -> Account:
+        account = self._session.get(Account, account_id)
+        if account is None:
+            raise AccountNotFound(f"No account {account_id!r}.")
+        return account
+
+    def lock(
+        self, account_id: str, *, operator: Operator, note: str, expires_at: datetime | None,
+        required_actions: Sequence[RequiredAction] = (),
+    ) -> Lock:
+        """Lock an account by hand; temporary when ``expires_at`` is given."""
+        if expires_at is not None and expires_at <= self._clock.now():
+            raise InvalidInput("expires_at must be in the future.", errors=[
+                {"location": "body", "field": "expires_at", "message": "must be in the future"}])
+        account = self._account(account_id)
+        return self._locks.place(
+            account, kind=LockKind.OPERATOR, reasons=[{"rule": OPERATOR_RULE, "points": 0, "detail": note}],
+            actor=actor_of(operator), expires_at=expires_at, required_actions=required_actions, note=note,
+        )
+
+    def unlock(self, lock_id: uuid.UUID, *, operator: Operator, note: str, expected_version: int) -> Lock:
+        """Release a lock by hand. ``expected_version`` is the version the operator saw: a change since -> 409.
+
+        A lock the user reported ("not me") is only released through an appeal approved by two
+        different reviewers, never by one operator's unlock.
+        """
+        lock = self._open_lock(lock_id)
+        if lock.kind == LockKind.USER_REPORTED:
+            raise FourEyesRequired(
+                f"Case {lock.reference} was reported by the user; it is released by an appeal with two approvals."
+            )
+        released = self._locks.release(
+            lock, LockEvent.OPERATOR_UNLOCK, actor=actor_of(operator), note=note, expected_version=expected_version
+        )
+        claim = self._session.scalar(select(CaseClaim).where(CaseClaim.lock_id == lock.id))
+        if claim is not None:
+            self._drop_claim(claim, lock, actor=actor_of(operator))
+        return released
+
+    def restrict(self, account_id: str, *, operator: Operator, note: str) -> Account:
+        """Hold the account's outgoing transactions (login still allowed)."""
+        account = self._account(account_id)
+        if not self._locks.restrict(
+            account, reasons=[{"rule": OPERATOR_RULE, "points": 0, "detail": note}], actor=actor_of(operator)
+        ):
+            raise Conflict(f"Account {account_id} is {account.status}; only an active account can be restricted.")
+        return account
+
+    def lift_restriction(self, account_id: str, *, operator: Operator) -> Account:
+        account = self._account(account_id)
+        self._locks.lift_restriction(account, actor=actor_of(operator))
+        return account
+
+    # --- timeline ------------------------------------------------------------------------------------
+
+    def timeline(self, account_id: str, *, limit: int = TIMELINE_LIMIT) -> Timeline:
+        """Everything the service knows and did about one account, newest first."""
+        account = self._account(account_id)
+        locks = list(self._session.scalars(
+            select(Lock).where(Lock.account_id == account_id).order_by(Lock.created_at.desc()).limit(limit)
+        ))
+        lock_ids = [lock.id for lock in locks]
+        history: dict[uuid.UUID, list[LockHistory]] = {lock_id: [] for lock_id in lock_ids}
+        for row in self._session.scalars(
+            select(LockHistory).where(LockHistory.lock_id.in_(lock_ids)).order_by(LockHistory.id)
+        ):
+            history[row.lock_id].append(row)
+        claims = {
+            lock_id: name for lock_id, name in self._session.execute(
+                select(CaseClaim.lock_id, Operator.name).join(Operator, Operator.id == CaseClaim.operator_id)
+                .where(CaseClaim.lock_id.in_(lock_ids))
+            ) if lock_id is not None
+        }
+        assessments = list(self._session.scalars(
+            select(Assessment).where(Assessment.account_id == account_id)
+            .options(selectinload(Assessment.results))
+            .order_by(Assessment.created_at.desc()).limit(limit)
+        ))
+        events = list(self._session.scalars(
+            select(RiskEvent).where(RiskEvent.account_id == account_id)
+            .order_by(RiskEvent.occurred_at.desc()).limit(limit)
+        ))
+        audit = list(self._session.scalars(
+            select(AuditEntry).where(AuditEntry.subject_type == "account", AuditEntry.subject_id == account_id)
+            .order_by(AuditEntry.seq.desc()).limit(limit)
+        ))
+        deliveries = list(self._session.scalars(
+            select(OutboxMessage).where(OutboxMessage.ordering_key == account_id)
+            .order_by(OutboxMessage.id.desc()).limit(limit)
+        ))
+        appeals = list(self._session.scalars(
+            select(Appeal).where(Appeal.account_id == account_id).order_by(Appeal.created_at.desc()).limit(limit)
+        ))
+        entries = merge_entries(locks=locks, assessments=assessments, events=events, audit=audit,
+                                deliveries=deliveries, appeals=appeals)
+        return Timeline(account=account, locks=locks, history=history, claims=claims, assessments=assessments,
+                        events=events, audit=audit, deliveries=deliveries, appeals=appeals, entries=entries)
+
+
+def merge_entries(
+    *, locks: Sequence[Lock], assessments: Sequence[Assessment], events: Sequence[RiskEvent],
+    audit: Sequence[AuditEntry], deliveries: Sequence[OutboxMessage], appeals: Sequence[Appeal] = (),
+) -> list[TimelineEntry]:
+    """One newest-first list from every source, each entry with a one-line summary."""
+    entries: list[TimelineEntry] = []
+    for event in events:
+        what = event.kind if event.kind != "login" else f"login ({event.outcome or 'reported'})"
+        where = " ".join(part for part in (event.country, event.ip) if part)
+        amount = f" {event.amount} {event.currency}" if event.amount else ""
+        entries.append(TimelineEntry(event.occurred_at, "event", f"{what}{amount} {where}".strip(),
+                                     {"event_id": event.event_id, "change": event.change}))
+    for assessment in assessments:
+        hits = [r.rule_id for r in assessment.results if r.outcome == "hit" and r.mode != "shadow"]
+        entries.append(TimelineEntry(
+            assessment.created_at, "assessment",
+            f"{assessment.kind}: {assessment.final_decision} (score {assessment.score}, {assessment.band})"
+            + (f"; rules hit: {', '.join(hits)}" if hits else ""),
+            {"assessment_id": str(assessment.id)},
+        ))
+    for lock in locks:
+        entries.append(TimelineEntry(lock.created_at, "lock", f"{lock.kind} lock {lock.reference} placed "
+                                     f"by {lock.created_by}", {"lock_id": str(lock.id)}))
+    for entry in audit:
+        entries.append(TimelineEntry(entry.at, "audit", f"{entry.action} by {entry.actor}", {"seq": entry.seq}))
+    for message in deliveries:
+        entries.append(TimelineEntry(message.created_at, "delivery",
+                                     f"{message.channel} {message.event_type} to {message.destination}: "
+                                     f"{message.status}", {"message_id": message.message_id}))
+    for appeal in appeals:
+        entries.append(TimelineEntry(appeal.created_at, "appeal", f"appeal {appeal.id} ({appeal.state})",
+                                     {"appeal_id": str(appeal.id)}))
+    entries.sort(key=lambda e: e.at, reverse=True)
+    return entries
