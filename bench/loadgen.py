@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from bench.dataset import utc_now
 from bench.rawhttp import HttpError, RawClient
 from bench.stats import children_of, machine, memory_kib, summarize
@@ -133,13 +131,19 @@ class HttpxClient:
     """The same interface over httpx (``--client httpx``), to cross-check the raw client."""
 
     def __init__(self, base_url: str, *, headers: dict[str, str], max_connections: int) -> None:
+        import httpx  # only when asked for: importing it costs every (short) generator process
+
+        self._error = httpx.HTTPError
         self._client = httpx.AsyncClient(
             base_url=base_url, headers={**headers, "Content-Type": "application/json"}, timeout=REQUEST_TIMEOUT_S,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        response = await self._client.post(path, content=body)
+        try:
+            response = await self._client.post(path, content=body)
+        except self._error as exc:
+            raise HttpError(repr(exc)) from exc
         return response.status_code, response.content
 
     async def aclose(self) -> None:
@@ -164,7 +168,7 @@ class Driver:
             status, payload = await client.post(req.path, json.dumps(req.body).encode())
             if status >= 500 and self.args.verbose:  # noqa: PLR2004 - server errors
                 print(f"{status} {req.path}: {payload[:300]!r}", file=sys.stderr)
-        except (HttpError, httpx.HTTPError) as exc:
+        except HttpError as exc:
             status = ERROR_STATUS
             if self.args.verbose:
                 print(f"error {req.path}: {exc!r}", file=sys.stderr)
