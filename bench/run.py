@@ -92,6 +92,8 @@ class Context:
     steps: dict[str, Any] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
     log_dir: Path = SQLITE_DIR
+    # The database under load (PostgreSQL: its sessions' wait events are sampled during every step).
+    engine: Engine | None = None
 
 
 def free_port() -> int:
@@ -228,13 +230,77 @@ def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key
         command += ["--key", key]
         shown += ["--key", "$BENCH_KEY"]
     ctx.commands.append(" ".join(shlex.quote(c) for c in shown))
-    subprocess.run(command, cwd=ROOT, env=ctx.env, check=True, stdout=subprocess.DEVNULL)
+    with pg_waits(ctx.engine) as waits:
+        subprocess.run(command, cwd=ROOT, env=ctx.env, check=True, stdout=subprocess.DEVNULL)
     summary: dict[str, Any] = json.loads((ctx.out / f"{name}.json").read_text())
+    if waits:
+        summary["pg_sessions"] = waits
+        (ctx.out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str))
     ctx.steps[name] = summary
     print(f"  {name}: {summary['ok_per_s']} ok/s, p50/p99 {summary['latency'].get('p50_ms')}/"
           f"{summary['latency'].get('p99_ms')} ms, status {summary['status']}, load {summary['machine_after']}",
           flush=True)
     return summary
+
+
+#: How often PostgreSQL's session states are sampled during a load step.
+PG_SAMPLE_INTERVAL_S: Final = 0.5
+
+
+@contextmanager
+def pg_waits(engine: Engine | None) -> Iterator[dict[str, Any]]:
+    """Sample what the database's sessions are doing (PostgreSQL only) while the block runs.
+
+    Yields a dict filled on exit: for each (state, wait event) the mean number of sessions in it. Many
+    sessions in ``Lock`` waits point at hot rows; many ``idle in transaction`` at time spent in the app
+    between statements (Python CPU, GIL) while the transaction stays open.
+    """
+    result: dict[str, Any] = {}
+    if engine is None or engine.dialect.name != "postgresql":
+        yield result
+        return
+    import threading
+
+    stop = threading.Event()
+    tallies: dict[str, int] = {}
+    blocked: dict[str, int] = {}
+    samples = 0
+
+    def sample() -> None:
+        nonlocal samples
+        with engine.connect() as conn:
+            while not stop.is_set():
+                rows = conn.execute(text(
+                    "SELECT state, coalesce(wait_event_type || ':' || wait_event, 'running') AS wait, count(*) "
+                    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state <> 'idle' GROUP BY 1, 2")).all()
+                # Which statements wait for a lock (the hot rows are what they try to write).
+                waiting = conn.execute(text(
+                    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 160), count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock' GROUP BY 1")).all()
+                conn.rollback()
+                samples += 1
+                for state, wait, count in rows:
+                    key = f"{state} / {wait}"
+                    tallies[key] = tallies.get(key, 0) + int(count)
+                for query, count in waiting:
+                    blocked[query] = blocked.get(query, 0) + int(count)
+                stop.wait(PG_SAMPLE_INTERVAL_S)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        if samples:
+            result.update({
+                "samples": samples,
+                "mean_sessions": {k: round(v / samples, 2) for k, v in sorted(tallies.items(), key=lambda kv: -kv[1])},
+                "lock_waiters_by_statement": {
+                    k: round(v / samples, 2) for k, v in sorted(blocked.items(), key=lambda kv: -kv[1])[:8]},
+            })
 
 
 def acknowledged_ids(ctx: Context, name: str) -> dict[str, list[str]]:
@@ -303,6 +369,7 @@ def prepare(ctx: Context, url: str, events: int) -> Prepared:
     timings["total_s"] = round(time.monotonic() - started, 1)
     timings["stored_events"] = seed.count_rows(engine, "risk_events")
     print(f"  seeded {url.split('@')[-1]}: {timings}", flush=True)
+    ctx.engine = engine
     return Prepared(engine, key, client_id, timings)
 
 
