@@ -142,3 +142,18 @@ def test_missing_or_invalid_keys_are_401(client, header):
     response = client.get("/v1/accounts/a1", headers={"Authorization": header} if header else {})
     assert_problem(response, 401, "unauthenticated")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_rate_limit_error_carries_retry_after(app, client):
+    from security.errors import TooManyRequests
+
+    bp = Blueprint("limited", __name__)
+
+    @bp.get("/limited")
+    def limited():
+        raise TooManyRequests("Slow down.", retry_after=42)
+
+    app.register_blueprint(bp)
+    response = client.get("/limited")
+    assert_problem(response, 429, "rate_limited")
+    assert response.headers["Retry-After"] == "42"

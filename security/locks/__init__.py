@@ -1,0 +1,1 @@
+"""Account status, locks and brute-force protection."""

@@ -1,0 +1,1 @@
+"""Risk scoring: features, rules, the pure engine and the login familiarity model."""

@@ -1,0 +1,435 @@
+"""The features layer: computes :class:`~security.risk.features.Features` from stored history.
+
+Every query is bounded by an index (see ``security.risk.models``): per-account history by
+(account_id, kind, occurred_at), per-IP failures by (ip, outcome, received_at), payees by
+(account_id, destination_address), familiarity by primary key in ``risk_familiarity_counts``. Nothing
+scans the whole event table, so the cost per event does not grow with the number of stored events.
+
+History is relative to the event's ``occurred_at`` (late events are scored against what happened
+before them); brute-force and IP windows use ``received_at`` (what the attacker does now).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from security.accounts.models import Account
+from security.clock import utc
+from security.db import is_sqlite
+from security.locks.bruteforce import FailureState, failures_in_window
+from security.risk.familiarity import (
+    IP_LEVELS,
+    IP_WEIGHTS,
+    UA_LEVELS,
+    UA_WEIGHTS,
+    FeatureEvidence,
+    LevelStats,
+    PopulationStats,
+    familiarity,
+    ip_levels,
+    parse_user_agent,
+)
+from security.risk.features import EventKind, Features, FeatureValue
+from security.risk.geo import GeoPoint, haversine_km, travel_speed_kmh
+from security.risk.models import DenyListEntry, DenyListKind, FamiliarityCount, LoginOutcome, RiskEvent
+from security.risk.rules import BruteForceConfig
+from security.risk.stats import p95, robust_z
+
+GLOBAL_SCOPE: Final = ""
+TOTAL_ROW: Final = ""  # the per-level total row's value
+DEVICE_LEVEL: Final = "device"
+USER_LEVEL: Final = "user"  # global scope: logins per account (p(u | legit)), total = all logins
+#: Values longer than this are stored as a hash (user-agent strings can be long).
+MAX_VALUE_LENGTH: Final = 200
+#: Most recent transactions read for amount history and velocity.
+TX_HISTORY_LIMIT: Final = 500
+AMOUNT_HISTORY_LIMIT: Final = 200
+#: Most distinct accounts per IP read for the credential-stuffing feature.
+IP_ACCOUNTS_LIMIT: Final = 1000
+HOUR: Final = timedelta(hours=1)
+DAY: Final = timedelta(days=1)
+SECONDS_PER_DAY: Final = 86400.0
+SECONDS_PER_HOUR: Final = 3600.0
+#: Changes that open the takeover-chain window for withdrawals.
+SENSITIVE_CHANGES: Final = frozenset({"email", "phone", "password", "mfa_enabled", "mfa_disabled"})
+#: A password set this soon after the profile was created is the initial one, not a change.
+INITIAL_PASSWORD_GRACE: Final = timedelta(hours=1)
+#: Transactions that did not go out do not count as the account's normal amounts.
+NOT_EXECUTED: Final = ("block",)
+
+
+def value_key(value: str) -> str:
+    """Return the stored form of a familiarity value (long values are hashed to fit the key)."""
+    if len(value) <= MAX_VALUE_LENGTH:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where an event came from (all optional: the backend sends what it knows)."""
+
+    ip: str | None = None
+    device_id: str | None = None
+    user_agent: str | None = None
+    country: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    asn: str | None = None
+
+    def hierarchies(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Return {feature: (level names, values finest first)} for the familiarity model."""
+        out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        if self.ip:
+            out["ip"] = (IP_LEVELS, ip_levels(self.ip, self.asn, self.country))
+        if self.user_agent:
+            out["ua"] = (UA_LEVELS, parse_user_agent(self.user_agent).levels())
+        return out
+
+
+@dataclass(frozen=True)
+class TransactionInput:
+    """The transaction-specific part of an event."""
+
+    amount: Decimal
+    currency: str
+    destination_address: str
+    destination_country: str | None
+    balance_before: Decimal | None
+
+
+class FeatureStore:
+    """Reads history for the engine and keeps the familiarity counters current."""
+
+    def __init__(self, session: Session, *, brute_force: BruteForceConfig) -> None:
+        self._session = session
+        self._bf = brute_force
+
+    # --- common -------------------------------------------------------------------------------
+
+    def _deny_listed(self, kind: DenyListKind, value: str | None, at: datetime) -> bool:
+        if not value:
+            return False
+        found = self._session.scalar(
+            select(DenyListEntry.id).where(
+                DenyListEntry.kind == kind, DenyListEntry.value == value.strip().lower(),
+                or_(DenyListEntry.expires_at.is_(None), DenyListEntry.expires_at > at),
+            )
+        )
+        return found is not None
+
+    def _counts(self, scopes: Iterable[str], levels: Iterable[str], values: Iterable[str]) -> dict[
+        tuple[str, str, str], FamiliarityCount
+    ]:
+        rows = self._session.scalars(
+            select(FamiliarityCount).where(
+                FamiliarityCount.scope.in_(list(scopes)),
+                FamiliarityCount.level.in_(list(levels)),
+                FamiliarityCount.value.in_([*values, TOTAL_ROW]),
+            )
+        )
+        return {(r.scope, r.level, r.value): r for r in rows}
+
+    def _seen(self, account_id: str, level: str, value: str | None) -> bool | None:
+        if not value:
+            return None
+        row = self._session.get(FamiliarityCount, (account_id, level, value_key(value)))
+        return row is not None and row.count > 0
+
+    def _population(self, counts: dict[tuple[str, str, str], FamiliarityCount], scope: str,
+                    levels: Sequence[str], values: Sequence[str]) -> PopulationStats:
+        def get(level: str, value: str) -> tuple[int, int]:
+            row = counts.get((scope, level, value))
+            return (row.count, row.children) if row is not None else (0, 0)
+
+        keys = [value_key(v) for v in values]
+        exact, _ = get(levels[0], keys[0])
+        total, distinct = get(levels[0], TOTAL_ROW)
+        coarser = []
+        for level, key in zip(levels[1:], keys[1:], strict=True):
+            count, children = get(level, key)
+            _, level_distinct = get(level, TOTAL_ROW)
+            coarser.append(LevelStats(count=count, distinct=level_distinct, children=children,
+                                      exact_within=min(exact, count)))
+        return PopulationStats(total=total, exact=exact, distinct=distinct, levels=tuple(coarser))
+
+    def familiarity_features(self, account_id: str, ctx: Context) -> tuple[dict[str, FeatureValue], str | None]:
+        """Return ``familiarity_log10`` and ``successful_login_count`` (+ an explanation)."""
+        hierarchies = ctx.hierarchies()
+        all_levels = [lvl for levels, _ in hierarchies.values() for lvl in levels] + [USER_LEVEL]
+        all_values = [value_key(v) for _, values in hierarchies.values() for v in values] + [account_id]
+        counts = self._counts([GLOBAL_SCOPE, account_id], all_levels, all_values)
+        user_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, account_id))
+        total_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, TOTAL_ROW))
+        user_logins = user_row.count if user_row else 0
+        values: dict[str, FeatureValue] = {"successful_login_count": user_logins}
+        if total_row is None or total_row.count == 0 or not hierarchies:
+            values["familiarity_log10"] = None
+            return values, None
+        weights = {"ip": IP_WEIGHTS, "ua": UA_WEIGHTS}
+        evidence = [
+            FeatureEvidence(
+                name, weights[name],
+                self._population(counts, GLOBAL_SCOPE, levels, vals),
+                self._population(counts, account_id, levels, vals),
+            )
+            for name, (levels, vals) in hierarchies.items()
+        ]
+        score = familiarity(evidence, users=max(total_row.children, 1), user_logins=user_logins,
+                            all_logins=total_row.count)
+        values["familiarity_log10"] = round(score.log10_score, 4)
+        return values, score.explain()
+
+    def record_successful_login(self, account_id: str, ctx: Context) -> None:
+        """Add a successful login to the familiarity counters (global and the account's own)."""
+        for scope in (GLOBAL_SCOPE, account_id):
+            for levels, values in ctx.hierarchies().values():
+                self._bump_hierarchy(scope, levels, values)
+            if ctx.device_id:
+                self._bump_hierarchy(scope, (DEVICE_LEVEL,), (ctx.device_id,))
+            if ctx.country and not ctx.ip:  # the IP hierarchy already carries the country
+                self._bump_hierarchy(scope, (IP_LEVELS[2],), (ctx.country.upper(),))
+        self._bump_hierarchy(GLOBAL_SCOPE, (USER_LEVEL,), (account_id,))
+
+    def _bump_hierarchy(self, scope: str, levels: Sequence[str], values: Sequence[str]) -> None:
+        keys = [value_key(v) for v in values]
+        new_finest = self._bump(scope, levels[0], keys[0]) == 1
+        self._bump(scope, levels[0], TOTAL_ROW, children=int(new_finest))
+        for level, key in zip(levels[1:], keys[1:], strict=True):
+            new_value = self._bump(scope, level, key, children=int(new_finest)) == 1
+            self._bump(scope, level, TOTAL_ROW, children=int(new_value))
+
+    def _bump(self, scope: str, level: str, value: str, *, children: int = 0) -> int:
+        """Atomically add one to a counter row (creating it) and return the new count."""
+        insert = sqlite_insert if is_sqlite(self._session) else pg_insert
+        row = FamiliarityCount
+        statement = (
+            insert(row)
+            .values(scope=scope, level=level, value=value, count=1, children=children)
+            .on_conflict_do_update(
+                index_elements=[row.scope, row.level, row.value],
+                set_={"count": row.count + 1, "children": row.children + children},
+            )
+            .returning(row.count)
+        )
+        return int(self._session.execute(statement).scalar_one())
+
+    def _travel(self, account_id: str, ctx: Context, occurred_at: datetime) -> tuple[
+        float | None, float | None, str | None
+    ]:
+        if ctx.lat is None or ctx.lon is None:
+            return None, None, None
+        base = select(RiskEvent.lat, RiskEvent.lon, RiskEvent.occurred_at).where(
+            RiskEvent.account_id == account_id, RiskEvent.kind == EventKind.LOGIN,
+            RiskEvent.outcome == LoginOutcome.SUCCESS, RiskEvent.lat.is_not(None), RiskEvent.lon.is_not(None),
+        )
+        before = self._session.execute(
+            base.where(RiskEvent.occurred_at <= occurred_at).order_by(RiskEvent.occurred_at.desc()).limit(1)
+        ).first()
+        # A late event also has a neighbour after it: travel must be possible in both directions.
+        after = self._session.execute(
+            base.where(RiskEvent.occurred_at > occurred_at).order_by(RiskEvent.occurred_at).limit(1)
+        ).first()
+        here = GeoPoint(ctx.lat, ctx.lon, occurred_at)
+        best: tuple[float, float, str] | None = None
+        for row in (before, after):
+            if row is None or row.lat is None or row.lon is None:
+                continue
+            there = GeoPoint(row.lat, row.lon, utc(row.occurred_at))
+            speed = travel_speed_kmh(there, here)
+            distance = haversine_km(there.lat, there.lon, here.lat, here.lon)
+            minutes = abs((here.at - there.at).total_seconds()) / 60
+            if best is None or speed > best[0]:
+                best = (speed, distance, f"{distance:,.0f} km in {minutes:,.0f} min from the "
+                                         f"{'previous' if row is before else 'next'} login")
+        if best is None:
+            return None, None, None
+        return round(best[0], 1), round(best[1], 1), best[2]
+
+    def ip_failures(self, ip: str, at: datetime, window: timedelta) -> list[tuple[datetime, str]]:
+        """Return (received_at, account_id) of failed logins from ``ip`` within ``window`` before ``at``."""
+        rows = self._session.execute(
+            select(RiskEvent.received_at, RiskEvent.account_id)
+            .where(RiskEvent.ip == ip, RiskEvent.outcome == LoginOutcome.FAILURE,
+                   RiskEvent.received_at > at - window, RiskEvent.received_at <= at)
+            .order_by(RiskEvent.received_at.desc())
+            .limit(IP_ACCOUNTS_LIMIT)
+        ).all()
+        return [(utc(r.received_at), r.account_id) for r in rows]
+
+    # --- per kind -----------------------------------------------------------------------------
+
+    def login_features(
+        self,
+        *,
+        account: Account | None,
+        account_id: str,
+        ctx: Context,
+        occurred_at: datetime,
+        received_at: datetime,
+        counter: FailureState,
+        current_failed: bool,
+    ) -> Features:
+        """Features for a login; ``current_failed`` counts this attempt in the IP figures."""
+        values: dict[str, FeatureValue] = {}
+        explanations: dict[str, str] = {}
+        values["failed_logins_account_window"] = failures_in_window(self._bf, counter, received_at)
+        if ctx.ip:
+            recent = self.ip_failures(ctx.ip, received_at, self._bf.ip_window)
+            accounts = {account_id for _, account_id in recent}
+            if current_failed:
+                accounts.add(account_id)
+            values["failed_logins_ip_window"] = len(recent) + int(current_failed)
+            values["distinct_accounts_ip_window"] = len(accounts)
+        else:
+            values["failed_logins_ip_window"] = None
+            values["distinct_accounts_ip_window"] = None
+        values.update(self._place_features(account_id, ctx, occurred_at, explanations))
+        familiar, explanation = self.familiarity_features(account_id, ctx)
+        values.update(familiar)
+        if explanation:
+            explanations["familiarity_log10"] = explanation
+        values["ip_deny_listed"] = self._deny_listed(DenyListKind.IP, ctx.ip, received_at)
+        values["home_country"] = account.home_country if account else None
+        values["account_age_days"] = _age_days(account, occurred_at)
+        return Features(values, explanations=explanations)
+
+    def _place_features(self, account_id: str, ctx: Context, occurred_at: datetime,
+                        explanations: dict[str, str]) -> dict[str, FeatureValue]:
+        values: dict[str, FeatureValue] = {}
+        seen_device = self._seen(account_id, DEVICE_LEVEL, ctx.device_id)
+        seen_country = self._seen(account_id, IP_LEVELS[2], ctx.country.upper() if ctx.country else None)
+        values["is_new_device"] = None if seen_device is None else not seen_device
+        values["is_new_country"] = None if seen_country is None else not seen_country
+        values["country"] = ctx.country.upper() if ctx.country else None
+        speed, distance, travel = self._travel(account_id, ctx, occurred_at)
+        values["travel_speed_kmh"] = speed
+        values["travel_distance_km"] = distance
+        if travel:
+            explanations["travel_speed_kmh"] = travel
+        return values
+
+    def transaction_features(self, *, account: Account, tx: TransactionInput, ctx: Context,
+                             occurred_at: datetime, received_at: datetime) -> Features:
+        """Features for an outgoing transaction."""
+        values: dict[str, FeatureValue] = {}
+        explanations: dict[str, str] = {}
+        rows = self._session.execute(
+            select(RiskEvent.amount, RiskEvent.currency, RiskEvent.occurred_at, RiskEvent.outcome)
+            .where(RiskEvent.account_id == account.id, RiskEvent.kind == EventKind.TRANSACTION,
+                   RiskEvent.occurred_at < occurred_at, RiskEvent.occurred_at >= occurred_at - DAY * 365)
+            .order_by(RiskEvent.occurred_at.desc())
+            .limit(TX_HISTORY_LIMIT)
+        ).all()
+        same_currency = [r for r in rows if r.currency == tx.currency and r.amount is not None]
+        executed = [_decimal(r.amount) for r in same_currency if r.outcome not in NOT_EXECUTED]
+        history = [a for a in executed if a is not None][:AMOUNT_HISTORY_LIMIT]
+        values["amount"] = tx.amount
+        values["amount_history_count"] = len(history)
+        if history:
+            top = p95(history)
+            values["amount_p95"] = top
+            values["amount_ratio_p95"] = (tx.amount / top).quantize(Decimal("0.0001")) if top > 0 else None
+            z = robust_z(tx.amount, history)
+            values["amount_robust_z"] = z.quantize(Decimal("0.0001")) if z is not None else None
+            shown = format(top.normalize(), "f")
+            explanations["amount_ratio_p95"] = f"95th percentile of {len(history)} earlier amounts: {shown}"
+        else:
+            values["amount_p95"] = values["amount_ratio_p95"] = values["amount_robust_z"] = None
+        for label, span in (("1h", HOUR), ("24h", DAY)):
+            recent = [r for r in rows if utc(r.occurred_at) > occurred_at - span]
+            amounts = [_decimal(r.amount) for r in recent if r.currency == tx.currency]
+            values[f"tx_count_{label}"] = len(recent) + 1  # this transaction included
+            values[f"tx_sum_{label}"] = sum((a for a in amounts if a is not None), tx.amount)
+        values["balance_fraction"] = (
+            (tx.amount / tx.balance_before).quantize(Decimal("0.0001"))
+            if tx.balance_before is not None and tx.balance_before > 0 else None
+        )
+        earlier_payee = self._session.scalar(
+            select(RiskEvent.id).where(
+                RiskEvent.account_id == account.id, RiskEvent.destination_address == tx.destination_address,
+                RiskEvent.kind == EventKind.TRANSACTION, RiskEvent.occurred_at < occurred_at,
+            ).limit(1)
+        )
+        values["is_new_payee"] = earlier_payee is None
+        values["destination_country"] = tx.destination_country
+        values["home_country"] = account.home_country
+        values["destination_deny_listed"] = self._deny_listed(
+            DenyListKind.ADDRESS, tx.destination_address, received_at)
+        values["ip_deny_listed"] = self._deny_listed(DenyListKind.IP, ctx.ip, received_at)
+        values["account_age_days"] = _age_days(account, occurred_at)
+        hours, what = self._since_sensitive_change(account, occurred_at)
+        values["hours_since_sensitive_change"] = hours
+        if what:
+            explanations["hours_since_sensitive_change"] = what
+        speed, distance, travel = self._travel(account.id, ctx, occurred_at)
+        values["travel_speed_kmh"] = speed
+        values["travel_distance_km"] = distance
+        if travel:
+            explanations["travel_speed_kmh"] = travel
+        return Features(values, explanations=explanations)
+
+    def _since_sensitive_change(self, account: Account, occurred_at: datetime) -> tuple[float | None, str | None]:
+        row = self._session.execute(
+            select(RiskEvent.occurred_at, RiskEvent.change)
+            .where(RiskEvent.account_id == account.id, RiskEvent.kind == EventKind.ACCOUNT_CHANGE,
+                   RiskEvent.change.in_(sorted(SENSITIVE_CHANGES)), RiskEvent.occurred_at <= occurred_at)
+            .order_by(RiskEvent.occurred_at.desc()).limit(1)
+        ).first()
+        candidates: list[tuple[datetime, str]] = []
+        if row is not None:
+            candidates.append((utc(row.occurred_at), f"{row.change} changed"))
+        changed = account.password_changed_at
+        if (changed is not None and utc(changed) <= occurred_at
+                and utc(changed) - utc(account.created_at) > INITIAL_PASSWORD_GRACE):
+            candidates.append((utc(changed), "password changed"))
+        if not candidates:
+            return None, None
+        when, what = max(candidates)
+        hours = (occurred_at - when).total_seconds() / SECONDS_PER_HOUR
+        return round(hours, 3), f"{what} {hours:.1f} h before"
+
+    def change_features(self, *, account: Account, change: str, ctx: Context, occurred_at: datetime,
+                        received_at: datetime) -> Features:
+        """Features for an account change (e-mail, phone, password, MFA, device)."""
+        explanations: dict[str, str] = {}
+        values: dict[str, FeatureValue] = {"change": change}
+        earlier = self._session.scalar(
+            select(func.count()).select_from(RiskEvent).where(and_(
+                RiskEvent.account_id == account.id, RiskEvent.kind == EventKind.ACCOUNT_CHANGE,
+                RiskEvent.change.in_(sorted(SENSITIVE_CHANGES)),
+                RiskEvent.occurred_at > occurred_at - DAY, RiskEvent.occurred_at <= occurred_at,
+            ))
+        ) or 0
+        # This change included, like the transaction velocity counts.
+        values["changes_24h"] = earlier + int(change in SENSITIVE_CHANGES)
+        values.update(self._place_features(account.id, ctx, occurred_at, explanations))
+        values["ip_deny_listed"] = self._deny_listed(DenyListKind.IP, ctx.ip, received_at)
+        values["home_country"] = account.home_country
+        values["account_age_days"] = _age_days(account, occurred_at)
+        return Features(values, explanations=explanations)
+
+
+def _age_days(account: Account | None, at: datetime) -> float | None:
+    if account is None:
+        return None
+    return round((at - utc(account.created_at)).total_seconds() / SECONDS_PER_DAY, 4)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None

@@ -1,0 +1,165 @@
+"""Stored events, assessments (one row per rule result), familiarity counters, deny lists, alerts."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from security.db import Base
+from security.types import JSONDict, JSONType, Timestamp, UUIDPk
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class LoginOutcome(StrEnum):
+    """What happened to a login attempt."""
+
+    SUCCESS = "success"  # the credentials were right (whatever the risk decision)
+    FAILURE = "failure"  # wrong password / second factor
+    BLOCKED = "blocked"  # not checked: the account was locked
+
+
+class RiskEvent(Base):
+    """One login, transaction or account change, as received (the history features are computed from).
+
+    ``(client_id, event_id)`` is the idempotency key; ``request_hash`` and ``response`` let a replay
+    return the stored answer and a reused id with a different body be refused.
+    """
+
+    __tablename__ = "risk_events"
+
+    id: Mapped[UUIDPk]
+    client_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[Timestamp]
+    received_at: Mapped[Timestamp]
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    country: Mapped[str | None] = mapped_column(String(2))
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    # Decimal amounts are kept as canonical strings: exact on every backend, summed in Python.
+    amount: Mapped[str | None] = mapped_column(String(48))
+    currency: Mapped[str | None] = mapped_column(String(12))
+    destination_address: Mapped[str | None] = mapped_column(String(128))
+    destination_country: Mapped[str | None] = mapped_column(String(2))
+    change: Mapped[str | None] = mapped_column(String(24))
+    # The validated request without secrets (timeline, backtests).
+    payload: Mapped[JSONDict]
+
+    __table_args__ = (
+        UniqueConstraint("client_id", "event_id", name="uq_risk_events_client_event"),
+        # Account history by kind and time: velocity, amount history, previous login, changes.
+        Index("ix_risk_events_account_kind_time", "account_id", "kind", "occurred_at"),
+        # Failed logins per IP in the last minutes (brute force / credential stuffing).
+        Index("ix_risk_events_ip_outcome_received", "ip", "outcome", "received_at"),
+        # Brute-force counts per account over received time.
+        Index("ix_risk_events_account_outcome_received", "account_id", "outcome", "received_at"),
+        # "First transaction to this address?"
+        Index("ix_risk_events_account_destination", "account_id", "destination_address"),
+    )
+
+
+class Assessment(Base):
+    """The engine's verdict for one event, with the features it saw and the ruleset version."""
+
+    __tablename__ = "risk_assessments"
+
+    id: Mapped[UUIDPk]
+    event_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("risk_events.id"), index=True)
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    score: Mapped[int] = mapped_column(Integer)
+    band: Mapped[str] = mapped_column(String(32))
+    decision: Mapped[str] = mapped_column(String(16))
+    # The final decision after account state, second factor and the auto-lock guard.
+    final_decision: Mapped[str] = mapped_column(String(16))
+    ruleset_version: Mapped[str] = mapped_column(String(16))
+    features: Mapped[JSONDict]
+    occurred_at: Mapped[Timestamp]
+    created_at: Mapped[Timestamp] = mapped_column(index=True)
+
+    event: Mapped[RiskEvent] = relationship()
+    results: Mapped[list[RuleResultRow]] = relationship(
+        back_populates="assessment", order_by="RuleResultRow.id", cascade="all, delete-orphan"
+    )
+
+
+class RuleResultRow(Base):
+    """One rule's outcome in one assessment (hit, no_hit, error, shadow)."""
+
+    __tablename__ = "risk_rule_results"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    assessment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("risk_assessments.id"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(80))
+    outcome: Mapped[str] = mapped_column(String(8))
+    mode: Mapped[str] = mapped_column(String(8))
+    points: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text)
+
+    assessment: Mapped[Assessment] = relationship(back_populates="results")
+
+
+class FamiliarityCount(Base):
+    """How often a value was seen at one level of a feature hierarchy, globally or for one account.
+
+    ``scope`` is ``""`` for all users or an account id. The row with ``value == ""`` of a
+    (scope, level) is the level's total: ``count`` = entries, ``children`` = distinct values. For any
+    other row ``children`` counts the distinct finest values seen under it (smoothing's ``U``).
+    Kept up to date on every successful login so scoring reads a handful of rows by primary key.
+    """
+
+    __tablename__ = "risk_familiarity_counts"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    children: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DenyListKind(StrEnum):
+    """What a deny-list entry matches."""
+
+    IP = "ip"
+    ADDRESS = "address"
+
+
+class DenyListEntry(Base):
+    """An IP address or destination address that scores as deny-listed."""
+
+    __tablename__ = "risk_deny_list"
+
+    id: Mapped[UUIDPk]
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[Timestamp]
+    expires_at: Mapped[Timestamp | None]
+
+    __table_args__ = (UniqueConstraint("kind", "value", name="uq_risk_deny_list_kind_value"),)
+
+
+class RiskAlert(Base):
+    """An operator alert raised at most once per kind and window (e.g. the auto-lock guard tripped)."""
+
+    __tablename__ = "risk_alerts"
+
+    id: Mapped[UUIDPk]
+    kind: Mapped[str] = mapped_column(String(32))
+    window_start: Mapped[Timestamp]
+    created_at: Mapped[Timestamp]
+    data: Mapped[JSONDict]
+
+    __table_args__ = (UniqueConstraint("kind", "window_start", name="uq_risk_alerts_kind_window"),)

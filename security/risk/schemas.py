@@ -1,0 +1,206 @@
+"""Request and response models of the login check and event ingestion (validated and in /openapi.json)."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from security.types import ACCOUNT_ID_PATTERN
+
+#: Decimal strings only: amounts are never floats. Up to 20 integer and 18 fractional digits.
+DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
+MAX_BATCH = 500
+
+AccountIdField = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
+EventIdField = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+CountryField = Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]
+DecimalString = Annotated[str, Field(pattern=DECIMAL_PATTERN, examples=["125.50"])]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ContextIn(_In):
+    """Where the event came from."""
+
+    ip: Annotated[str | None, Field(max_length=45)] = None
+    device_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None
+    user_agent: Annotated[str | None, Field(max_length=1024)] = None
+    country: CountryField | None = None
+    lat: Annotated[float | None, Field(ge=-90, le=90)] = None
+    lon: Annotated[float | None, Field(ge=-180, le=180)] = None
+    asn: Annotated[str | None, Field(max_length=16, pattern=r"^(AS|as)?[0-9]{1,10}$")] = None
+    occurred_at: AwareDatetime | None = None
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError("not an IPv4 or IPv6 address") from None
+
+    @field_validator("country")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+    @model_validator(mode="after")
+    def _both_coordinates(self) -> Self:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together")
+        return self
+
+
+class LoginCheckIn(_In):
+    """``POST /v1/logins``: verify the credentials and score the attempt."""
+
+    account_id: AccountIdField
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    totp_code: Annotated[str | None, Field(max_length=16)] = None
+    recovery_code: Annotated[str | None, Field(max_length=64)] = None
+    context: ContextIn = ContextIn()
+
+
+class LoginEventIn(_In):
+    """``POST /v1/events/login``: a login the backend authenticated itself (SSO, passkey)."""
+
+    event_id: EventIdField
+    account_id: AccountIdField
+    occurred_at: AwareDatetime
+    outcome: Literal["success", "failure"]
+    method: Annotated[str | None, Field(max_length=32)] = None
+    context: ContextIn = ContextIn()
+
+
+class DestinationIn(_In):
+    """Where the money goes."""
+
+    address: Annotated[str, Field(min_length=1, max_length=128)]
+    country: CountryField | None = None
+    label: Annotated[str | None, Field(max_length=128)] = None
+
+    @field_validator("country")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+
+class TransactionEventIn(_In):
+    """``POST /v1/events/transaction``: an outgoing transaction to assess before it executes."""
+
+    event_id: EventIdField
+    account_id: AccountIdField
+    amount: DecimalString
+    currency: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{2,12}$")]
+    destination: DestinationIn
+    occurred_at: AwareDatetime
+    balance_before: DecimalString | None = None
+    context: ContextIn = ContextIn()
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if Decimal(value) <= 0:
+            raise ValueError("the amount must be greater than zero")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_upper(cls, value: str) -> str:
+        return value.upper()
+
+
+class ChangeKind(StrEnum):
+    """Account changes the backend reports."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+    PASSWORD = "password"  # noqa: S105 - a label, not a secret
+    MFA_ENABLED = "mfa_enabled"
+    MFA_DISABLED = "mfa_disabled"
+    DEVICE_ADDED = "device_added"
+
+
+class AccountChangeEventIn(_In):
+    """``POST /v1/events/account-change``."""
+
+    event_id: EventIdField
+    account_id: AccountIdField
+    change: ChangeKind
+    occurred_at: AwareDatetime
+    context: ContextIn = ContextIn()
+
+
+class BatchIn(BaseModel):
+    """``POST /v1/events:batch``: items are validated one by one so one bad item fails alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class RiskOut(BaseModel):
+    score: int
+    band: str
+
+
+class ReasonOut(BaseModel):
+    rule: str
+    points: int
+    detail: str
+
+
+class AccountStateOut(BaseModel):
+    status: str
+
+
+class LockOut(BaseModel):
+    reference: str
+    kind: str
+    expires_at: datetime | None
+
+
+class DecisionOut(BaseModel):
+    """Every answer: decision, risk, reasons, the account's status (and its lock, if any)."""
+
+    decision: str
+    risk: RiskOut
+    reasons: list[ReasonOut]
+    account: AccountStateOut
+    lock: LockOut | None = None
+    assessment_id: str | None = None
+
+
+class EventDecisionOut(DecisionOut):
+    event_id: str
+
+
+class BatchError(BaseModel):
+    status: int
+    code: str
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    event_id: str | None
+    type: str | None
+    ok: bool
+    result: EventDecisionOut | None = None
+    error: BatchError | None = None
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItemOut]

@@ -1,0 +1,558 @@
+"""Risk use cases: the login check and event ingestion (no Flask; the caller commits).
+
+Each use case: features from history (``FeatureStore``) -> pure engine -> account state, second factor
+and brute-force policy -> locks/restrictions through ``LockService`` (capped by the auto-lock guard) ->
+one stored event, one assessment with a row per rule, audit entries and outbox messages, all in the
+caller's transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from security.accounts.models import Account
+from security.accounts.services import AccountService
+from security.audit.services import AuditLog
+from security.clock import Clock, utc
+from security.delivery.outbox import Outbox
+from security.errors import AccountNotFound, Conflict, InvalidInput, TooManyRequests
+from security.locks.bruteforce import FailureState, ip_throttle, register_failure, register_success
+from security.locks.models import Lock, LoginFailureCounter
+from security.locks.services import LockService
+from security.locks.states import AccountStatus, LockKind, RequiredAction
+from security.risk.engine import Assessment, Reason, evaluate
+from security.risk.feature_store import Context, FeatureStore, TransactionInput
+from security.risk.features import FEATURE_TYPES, EventKind, Features, FeatureType, FeatureValue
+from security.risk.models import Assessment as AssessmentRow
+from security.risk.models import LoginOutcome, RiskAlert, RiskEvent, RuleResultRow
+from security.risk.rules import ActionType, Decision, RuleSet
+from security.risk.schemas import (
+    AccountChangeEventIn,
+    ContextIn,
+    LoginCheckIn,
+    LoginEventIn,
+    TransactionEventIn,
+)
+from security.risk.second_factor import SecondFactorOutcome, SecondFactorVerifier
+
+SYSTEM_ACTOR: Final = "system:risk"
+#: Events claiming to happen further in the future than this are refused (clock skew allowance).
+MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
+SECRET_FIELDS: Final = frozenset({"password", "totp_code", "recovery_code"})
+
+
+class Rule(StrEnum):
+    """Reasons the service adds on top of the engine's rules."""
+
+    INVALID_CREDENTIALS = "login.invalid_credentials"
+    SECOND_FACTOR_REQUIRED = "login.second_factor_required"
+    SECOND_FACTOR_VERIFIED = "login.second_factor_verified"
+    ACCOUNT_LOCKED = "account.locked"
+    ACCOUNT_RESTRICTED = "account.restricted"
+    BRUTE_FORCE_LOCK = "bruteforce.account_locked"
+    GUARD = "guard.auto_lock_cap"
+
+
+class AuditTag(StrEnum):
+    GUARD_TRIPPED = "risk:guard:tripped"
+    TRANSACTION_BLOCKED = "risk:transaction:blocked"
+
+
+class WebhookEvent(StrEnum):
+    TRANSACTION_BLOCKED = "transaction.blocked"
+    LOGIN_NEW_DEVICE = "login.new_device"
+    OPERATOR_ALERT = "operator.alert"
+
+
+class IpThrottled(TooManyRequests):
+    """Too many failed logins from this IP address across accounts (credential stuffing)."""
+
+    code = "ip_throttled"
+    title = "Too many failed logins from this address; retry later"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+    title = "This event_id was already used with a different body"
+
+
+class EventInFuture(InvalidInput):
+    code = "occurred_at_in_future"
+    title = "occurred_at lies in the future"
+
+
+@dataclass
+class Outcome:
+    """What a use case decided, ready to render."""
+
+    decision: Decision
+    assessment: Assessment
+    account_status: str
+    reasons: list[Reason] = field(default_factory=list)
+    lock: Lock | None = None
+    assessment_id: uuid.UUID | None = None
+
+    def as_answer(self) -> dict[str, Any]:
+        """Return the JSON answer (also stored for idempotent replays)."""
+        return {
+            "decision": str(self.decision),
+            "risk": {"score": self.assessment.score, "band": self.assessment.band},
+            "reasons": [{"rule": r.rule, "points": r.points, "detail": r.detail} for r in self.reasons],
+            "account": {"status": self.account_status},
+            "lock": None if self.lock is None else {
+                "reference": self.lock.reference, "kind": self.lock.kind,
+                "expires_at": self.lock.expires_at.isoformat() if self.lock.expires_at else None,
+            },
+            "assessment_id": str(self.assessment_id) if self.assessment_id else None,
+        }
+
+
+def request_hash(body: BaseModel) -> str:
+    """Return the SHA-256 of the body's canonical JSON (key order and whitespace do not matter)."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def features_to_json(features: Features) -> dict[str, Any]:
+    """Return the features as stored with an assessment (Decimals as strings, exact)."""
+    return {
+        "values": {k: (str(v) if isinstance(v, Decimal) else v) for k, v in features.values.items()},
+        "errors": dict(features.errors),
+        "explanations": dict(features.explanations),
+    }
+
+
+def features_from_json(data: Mapping[str, Any]) -> Features:
+    """Rebuild stored features (numbers stored as strings become Decimals again)."""
+    values: dict[str, FeatureValue] = {}
+    for name, value in dict(data.get("values", {})).items():
+        if name not in FEATURE_TYPES:
+            continue  # a feature that no longer exists cannot be referenced by a valid rule file
+        if FEATURE_TYPES[name] is FeatureType.NUMBER and isinstance(value, str):
+            values[name] = Decimal(value)
+        else:
+            values[name] = value
+    errors = {k: v for k, v in dict(data.get("errors", {})).items() if k in FEATURE_TYPES}
+    return Features(values, errors=errors, explanations=dict(data.get("explanations", {})))
+
+
+def _context(ctx: ContextIn) -> Context:
+    return Context(ip=ctx.ip, device_id=ctx.device_id, user_agent=ctx.user_agent, country=ctx.country,
+                   lat=ctx.lat, lon=ctx.lon, asn=ctx.asn)
+
+
+class RiskService:
+    """The login check and event ingestion."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        clock: Clock,
+        audit: AuditLog,
+        outbox: Outbox,
+        ruleset: RuleSet,
+        locks: LockService,
+        accounts: AccountService,
+        second_factor: SecondFactorVerifier,
+    ) -> None:
+        self._session = session
+        self._clock = clock
+        self._audit = audit
+        self._outbox = outbox
+        self._ruleset = ruleset
+        self._locks = locks
+        self._accounts = accounts
+        self._second_factor = second_factor
+        self._store = FeatureStore(session, brute_force=ruleset.brute_force)
+
+    # --- the login check ----------------------------------------------------------------------
+
+    def check_login(self, body: LoginCheckIn, *, client_id: uuid.UUID | None) -> Outcome:
+        """Verify the password (and second factor) and score the attempt.
+
+        Raises :class:`IpThrottled` (nothing stored) when the IP is over its failure limit; the
+        victim account is never locked for that. A locked account is denied after the same password
+        work whether or not the password was right.
+        """
+        now = self._clock.now()
+        occurred = self._occurred(body.context.occurred_at, now)
+        ctx = _context(body.context)
+        self._check_ip_throttle(ctx, now)
+        account = self._lock_account_row(body.account_id)
+        if account is not None:
+            self._locks.expire_due(account_id=account.id)
+        if account is not None and account.status == AccountStatus.LOCKED:
+            self._accounts.verify_password(None, body.password)  # same work as a real check
+            return self._blocked_login(account, ctx, occurred, now, client_id, payload=body)
+        password_ok = self._accounts.verify_password(account, body.password)
+        second = SecondFactorOutcome.NOT_ENROLLED
+        if password_ok and account is not None:
+            second = self._second_factor.check(account, totp_code=body.totp_code,
+                                               recovery_code=body.recovery_code, at=now)
+        succeeded = password_ok and second is not SecondFactorOutcome.INVALID
+        return self._login(account, body.account_id, ctx, occurred, now, client_id, payload=body,
+                           succeeded=succeeded, second=second)
+
+    def _check_ip_throttle(self, ctx: Context, now: datetime) -> None:
+        if not ctx.ip:
+            return
+        config = self._ruleset.brute_force
+        recent = [at for at, _ in self._store.ip_failures(ctx.ip, now, config.ip_window)]
+        verdict = ip_throttle(config, recent, now)
+        if verdict.throttled:
+            raise IpThrottled(retry_after=verdict.retry_after_seconds)
+
+    def _lock_account_row(self, account_id: str) -> Account | None:
+        # Row lock: logins of one account are serialised, so counters and locks stay consistent
+        # under concurrency (SQLite serialises writers with BEGIN IMMEDIATE anyway).
+        return self._session.get(Account, account_id, with_for_update=True, populate_existing=True)
+
+    def _counter(self, account_id: str) -> LoginFailureCounter:
+        counter = self._session.get(LoginFailureCounter, account_id, with_for_update=True)
+        if counter is None:
+            counter = LoginFailureCounter(account_id=account_id, failures=0, temporary_locks=0,
+                                          updated_at=self._clock.now())
+            self._session.add(counter)
+        return counter
+
+    @staticmethod
+    def _state(counter: LoginFailureCounter) -> FailureState:
+        return FailureState(
+            failures=counter.failures,
+            window_started_at=utc(counter.window_started_at) if counter.window_started_at else None,
+            temporary_locks=counter.temporary_locks,
+            last_lock_at=utc(counter.last_lock_at) if counter.last_lock_at else None,
+        )
+
+    def _save_state(self, counter: LoginFailureCounter, state: FailureState) -> None:
+        counter.failures = state.failures
+        counter.window_started_at = state.window_started_at
+        counter.temporary_locks = state.temporary_locks
+        counter.last_lock_at = state.last_lock_at
+        counter.updated_at = self._clock.now()
+
+    def _blocked_login(self, account: Account, ctx: Context, occurred: datetime, now: datetime,
+                       client_id: uuid.UUID | None, *, payload: BaseModel, event_id: str | None = None,
+                       hash_: str | None = None) -> Outcome:
+        counter = self._session.get(LoginFailureCounter, account.id)
+        state = self._state(counter) if counter is not None else FailureState()
+        features = self._store.login_features(account=account, account_id=account.id, ctx=ctx,
+                                              occurred_at=occurred, received_at=now, counter=state,
+                                              current_failed=False)
+        assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
+        lock = next(iter(self._locks.open_locks(account.id)), None)
+        reasons = [Reason(Rule.ACCOUNT_LOCKED, 0, "The account is locked"
+                          + (f" (case {lock.reference})" if lock else "") + "."), *assessment.reasons]
+        outcome = Outcome(Decision.DENY, assessment, account.status, reasons, lock)
+        self._record(EventKind.LOGIN, account.id, ctx, occurred, now, client_id, payload, outcome, features,
+                     login_outcome=LoginOutcome.BLOCKED, event_id=event_id, hash_=hash_)
+        return outcome
+
+    def _login(
+        self, account: Account | None, account_id: str, ctx: Context, occurred: datetime, now: datetime,
+        client_id: uuid.UUID | None, *, payload: BaseModel, succeeded: bool,
+        second: SecondFactorOutcome, event_id: str | None = None, hash_: str | None = None,
+    ) -> Outcome:
+        counter = self._counter(account_id) if account is not None else None
+        state = self._state(counter) if counter is not None else FailureState()
+        lock: Lock | None = None
+        reasons: list[Reason] = []
+        if not succeeded:
+            order = None
+            if counter is not None:
+                result = register_failure(self._ruleset.brute_force, state, now)
+                order = result.lock
+                features_state = FailureState(result.failures_in_window, now, 0, None)
+                self._save_state(counter, result.state)
+            else:
+                features_state = state
+            features = self._store.login_features(
+                account=account, account_id=account_id, ctx=ctx, occurred_at=occurred, received_at=now,
+                counter=features_state, current_failed=True)
+            assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
+            reasons.append(Reason(Rule.INVALID_CREDENTIALS, 0, "The credentials are not valid."))
+            if order is not None and account is not None:
+                window_minutes = self._ruleset.brute_force.failure_window_seconds // 60
+                detail = (f"{self._ruleset.brute_force.max_failures} failed logins within {window_minutes} min; "
+                          + ("locked until an appeal succeeds" if order.indefinite else
+                             f"locked for {int(order.duration.total_seconds())} s" if order.duration else ""))
+                lock = self._locks.place(
+                    account, kind=LockKind.BRUTE_FORCE,
+                    reasons=[{"rule": Rule.BRUTE_FORCE_LOCK, "points": 0, "detail": detail}],
+                    actor=SYSTEM_ACTOR, expires_at=order.expires_at(now),
+                    required_actions=[RequiredAction.RESET_PASSWORD] if order.indefinite else [],
+                )
+                reasons.append(Reason(Rule.BRUTE_FORCE_LOCK, 0, detail))
+            outcome = Outcome(Decision.DENY, assessment, account.status if account else AccountStatus.ACTIVE,
+                              [*reasons, *assessment.reasons], lock)
+            self._record(EventKind.LOGIN, account_id, ctx, occurred, now, client_id, payload, outcome,
+                         features, login_outcome=LoginOutcome.FAILURE, event_id=event_id, hash_=hash_)
+            return outcome
+
+        assert account is not None  # noqa: S101 - a login only succeeds for an existing account
+        features = self._store.login_features(account=account, account_id=account_id, ctx=ctx,
+                                              occurred_at=occurred, received_at=now, counter=state,
+                                              current_failed=False)
+        assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
+        decision = assessment.decision
+        if second is SecondFactorOutcome.MISSING and decision is not Decision.DENY:
+            decision = Decision.MFA_REQUIRED
+            reasons.append(Reason(Rule.SECOND_FACTOR_REQUIRED, 0, "Two-factor authentication is enrolled; "
+                                  "send totp_code or recovery_code."))
+        elif second is SecondFactorOutcome.VERIFIED and decision is Decision.MFA_REQUIRED:
+            decision = Decision.ALLOW
+            reasons.append(Reason(Rule.SECOND_FACTOR_VERIFIED, 0, "The second factor was verified."))
+        outcome = Outcome(decision, assessment, account.status, [*reasons, *assessment.reasons])
+        self._apply_actions(account, assessment, outcome)
+        if outcome.decision is Decision.ALLOW and counter is not None:
+            self._save_state(counter, register_success(state))
+            self._after_successful_login(account, ctx, occurred, features)
+        self._record(EventKind.LOGIN, account_id, ctx, occurred, now, client_id, payload, outcome, features,
+                     login_outcome=LoginOutcome.SUCCESS, event_id=event_id, hash_=hash_)
+        return outcome
+
+    def _after_successful_login(self, account: Account, ctx: Context, occurred: datetime,
+                                features: Features) -> None:
+        if features.values.get("is_new_device") is True and (features.values.get("successful_login_count") or 0):
+            self._outbox.webhook(WebhookEvent.LOGIN_NEW_DEVICE, {
+                "account_id": account.id, "device_id": ctx.device_id, "ip": ctx.ip, "country": ctx.country,
+                "user_agent": ctx.user_agent, "occurred_at": occurred.isoformat(),
+            }, ordering_key=account.id)
+        self._store.record_successful_login(account.id, ctx)
+
+    # --- events -------------------------------------------------------------------------------
+
+    def ingest(self, kind: EventKind, body: LoginEventIn | TransactionEventIn | AccountChangeEventIn, *,
+               client_id: uuid.UUID | None) -> tuple[dict[str, Any], bool]:
+        """Record one event idempotently; return (answer, replayed).
+
+        Same ``event_id`` and same body: the stored answer. Same ``event_id``, different body: 409.
+        """
+        hash_ = request_hash(body)
+        existing = self._session.execute(
+            select(RiskEvent.request_hash, RiskEvent.response, RiskEvent.kind)
+            .where(RiskEvent.client_id == client_id, RiskEvent.event_id == body.event_id)
+        ).first()
+        if existing is not None:
+            if existing.request_hash != hash_ or existing.kind != kind or existing.response is None:
+                raise IdempotencyConflict(
+                    f"event_id {body.event_id!r} was already used with a different body.",
+                    event_id=body.event_id)
+            return dict(existing.response), True
+        now = self._clock.now()
+        occurred = self._occurred(body.occurred_at, now)
+        if isinstance(body, LoginEventIn):
+            outcome = self._login_event(body, occurred, now, client_id, hash_)
+        elif isinstance(body, TransactionEventIn):
+            outcome = self._transaction(body, occurred, now, client_id, hash_)
+        else:
+            outcome = self._change(body, occurred, now, client_id, hash_)
+        return {"event_id": body.event_id, **outcome.as_answer()}, False
+
+    def _login_event(self, body: LoginEventIn, occurred: datetime, now: datetime,
+                     client_id: uuid.UUID | None, hash_: str) -> Outcome:
+        account = self._existing_account(body.account_id)
+        self._locks.expire_due(account_id=account.id)
+        ctx = _context(body.context)
+        if account.status == AccountStatus.LOCKED:
+            return self._blocked_login(account, ctx, occurred, now, client_id, payload=body,
+                                       event_id=body.event_id, hash_=hash_)
+        return self._login(account, account.id, ctx, occurred, now, client_id, payload=body,
+                           succeeded=body.outcome == "success", second=SecondFactorOutcome.NOT_ENROLLED,
+                           event_id=body.event_id, hash_=hash_)
+
+    def _transaction(self, body: TransactionEventIn, occurred: datetime, now: datetime,
+                     client_id: uuid.UUID | None, hash_: str) -> Outcome:
+        account = self._existing_account(body.account_id)
+        self._locks.expire_due(account_id=account.id)
+        ctx = _context(body.context)
+        tx = TransactionInput(
+            amount=Decimal(body.amount), currency=body.currency, destination_address=body.destination.address,
+            destination_country=body.destination.country,
+            balance_before=Decimal(body.balance_before) if body.balance_before is not None else None,
+        )
+        features = self._store.transaction_features(account=account, tx=tx, ctx=ctx, occurred_at=occurred,
+                                                    received_at=now)
+        assessment = evaluate(self._ruleset, EventKind.TRANSACTION, features)
+        outcome = self._event_outcome(account, assessment, hold_when_restricted=True)
+        if outcome.decision is Decision.BLOCK:
+            self._audit.record(AuditTag.TRANSACTION_BLOCKED, actor=SYSTEM_ACTOR, subject_type="account",
+                               subject_id=account.id,
+                               data={"event_id": body.event_id, "score": assessment.score,
+                                     "rules": [r.rule for r in outcome.reasons]})
+            self._outbox.webhook(WebhookEvent.TRANSACTION_BLOCKED, {
+                "account_id": account.id, "event_id": body.event_id, "amount": body.amount,
+                "currency": body.currency, "destination": body.destination.model_dump(mode="json"),
+                "risk": {"score": assessment.score, "band": assessment.band},
+                "reasons": [{"rule": r.rule, "detail": r.detail} for r in outcome.reasons],
+            }, ordering_key=account.id)
+        self._record(EventKind.TRANSACTION, account.id, ctx, occurred, now, client_id, body, outcome, features,
+                     event_id=body.event_id, hash_=hash_, tx=tx)
+        return outcome
+
+    def _change(self, body: AccountChangeEventIn, occurred: datetime, now: datetime,
+                client_id: uuid.UUID | None, hash_: str) -> Outcome:
+        account = self._existing_account(body.account_id)
+        self._locks.expire_due(account_id=account.id)
+        ctx = _context(body.context)
+        features = self._store.change_features(account=account, change=body.change, ctx=ctx,
+                                               occurred_at=occurred, received_at=now)
+        assessment = evaluate(self._ruleset, EventKind.ACCOUNT_CHANGE, features)
+        outcome = self._event_outcome(account, assessment, hold_when_restricted=False)
+        self._record(EventKind.ACCOUNT_CHANGE, account.id, ctx, occurred, now, client_id, body, outcome,
+                     features, event_id=body.event_id, hash_=hash_, change=body.change)
+        return outcome
+
+    def _event_outcome(self, account: Account, assessment: Assessment, *, hold_when_restricted: bool) -> Outcome:
+        outcome = Outcome(assessment.decision, assessment, account.status, list(assessment.reasons))
+        if account.status == AccountStatus.LOCKED:
+            lock = next(iter(self._locks.open_locks(account.id)), None)
+            outcome.decision = Decision.BLOCK
+            outcome.lock = lock
+            outcome.reasons.insert(0, Reason(Rule.ACCOUNT_LOCKED, 0, "The account is locked"
+                                             + (f" (case {lock.reference})" if lock else "") + "."))
+            return outcome
+        self._apply_actions(account, assessment, outcome)
+        if (hold_when_restricted and account.status == AccountStatus.RESTRICTED
+                and outcome.decision is Decision.ALLOW):
+            outcome.decision = Decision.REVIEW
+            outcome.reasons.insert(0, Reason(Rule.ACCOUNT_RESTRICTED, 0,
+                                             "The account is restricted: outgoing transactions are held."))
+        outcome.account_status = account.status
+        return outcome
+
+    # --- actions and the guard ----------------------------------------------------------------
+
+    def _apply_actions(self, account: Account, assessment: Assessment, outcome: Outcome) -> None:
+        reasons = [{"rule": r.rule, "points": r.points, "detail": r.detail} for r in assessment.reasons]
+        for action in assessment.actions:
+            if action.action is ActionType.LOCK:
+                if account.status == AccountStatus.LOCKED:
+                    continue
+                if not self._guard_allows_lock(assessment):
+                    softer = Decision.REVIEW if assessment.kind is not EventKind.LOGIN else Decision.DENY
+                    outcome.decision = softer
+                    outcome.reasons.insert(0, Reason(
+                        Rule.GUARD, 0, "Automatic lock withheld: the cap on automatic locks per window was "
+                        "reached; sent to review instead."))
+                    continue
+                outcome.lock = self._locks.place(
+                    account, kind=LockKind.RISK, reasons=reasons, actor=SYSTEM_ACTOR,
+                    required_actions=[RequiredAction.RESET_PASSWORD],
+                    note=f"{assessment.kind} scored {assessment.score} ({assessment.band})",
+                )
+            elif action.action is ActionType.RESTRICT:
+                self._locks.restrict(account, reasons=reasons, actor=SYSTEM_ACTOR)
+        outcome.account_status = account.status
+
+    def _guard_allows_lock(self, assessment: Assessment) -> bool:
+        """Return whether another automatic lock fits under the cap; raise an alert when it does not."""
+        config = self._ruleset.guard
+        now = self._clock.now()
+        window = timedelta(seconds=config.window_seconds)
+        recent = self._locks.count_created(LockKind.RISK, now - window)
+        active = self._session.scalar(
+            select(func.count()).select_from(Account).where(Account.status != AccountStatus.LOCKED)
+        ) or 0
+        cap = max(config.min_locks, math.floor(config.max_fraction_of_active * active))
+        if recent < cap:
+            return True
+        self._raise_alert("auto_lock_guard", now, window, {
+            "locks_in_window": recent, "cap": cap, "active_accounts": active,
+            "window_seconds": config.window_seconds, "ruleset_version": assessment.ruleset_version,
+        })
+        return False
+
+    def _raise_alert(self, kind: str, now: datetime, window: timedelta, data: dict[str, Any]) -> None:
+        epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
+        window_start = epoch + window * ((now - epoch) // window)
+        exists = self._session.scalar(
+            select(RiskAlert.id).where(RiskAlert.kind == kind, RiskAlert.window_start == window_start))
+        if exists is not None:
+            return
+        try:
+            with self._session.begin_nested():
+                self._session.add(RiskAlert(kind=kind, window_start=window_start, created_at=now, data=data))
+        except IntegrityError:
+            return  # a concurrent request raised it first
+        self._audit.record(AuditTag.GUARD_TRIPPED, actor=SYSTEM_ACTOR, subject_type="risk",
+                           subject_id=kind, data=data)
+        self._outbox.webhook(WebhookEvent.OPERATOR_ALERT, {"alert": kind, "raised_at": now.isoformat(),
+                                                           **data})
+
+    # --- storage ------------------------------------------------------------------------------
+
+    def _occurred(self, occurred: datetime | None, now: datetime) -> datetime:
+        if occurred is None:
+            return now
+        occurred = utc(occurred)
+        if occurred > now + MAX_FUTURE_SKEW:
+            raise EventInFuture("occurred_at is more than 5 minutes in the future.",
+                                errors=[{"field": "occurred_at", "message": "in the future"}])
+        return occurred
+
+    def _existing_account(self, account_id: str) -> Account:
+        account = self._lock_account_row(account_id)
+        if account is None:
+            raise AccountNotFound(f"No account {account_id!r}.")
+        return account
+
+    def _record(
+        self, kind: EventKind, account_id: str, ctx: Context, occurred: datetime, now: datetime,
+        client_id: uuid.UUID | None, payload: BaseModel, outcome: Outcome, features: Features, *,
+        login_outcome: LoginOutcome | None = None, event_id: str | None = None, hash_: str | None = None,
+        tx: TransactionInput | None = None, change: str | None = None,
+    ) -> None:
+        event = RiskEvent(
+            id=uuid.uuid4(), client_id=client_id, event_id=event_id, kind=kind, account_id=account_id,
+            occurred_at=occurred, received_at=now, request_hash=hash_,
+            outcome=str(login_outcome) if login_outcome else str(outcome.decision),
+            ip=ctx.ip, country=ctx.country, device_id=ctx.device_id, lat=ctx.lat, lon=ctx.lon,
+            amount=format(tx.amount, "f") if tx else None, currency=tx.currency if tx else None,
+            destination_address=tx.destination_address if tx else None,
+            destination_country=tx.destination_country if tx else None, change=change,
+            payload=payload.model_dump(mode="json", exclude=set(SECRET_FIELDS)),
+        )
+        self._session.add(event)
+        row = AssessmentRow(
+            id=uuid.uuid4(), event=event, account_id=account_id, kind=kind,
+            score=outcome.assessment.score, band=outcome.assessment.band,
+            decision=outcome.assessment.decision, final_decision=outcome.decision,
+            ruleset_version=outcome.assessment.ruleset_version, features=features_to_json(features),
+            occurred_at=occurred, created_at=now,
+            results=[RuleResultRow(rule_id=r.rule_id, outcome=r.outcome, mode=r.mode, points=r.points,
+                                   detail=r.detail) for r in outcome.assessment.results],
+        )
+        self._session.add(row)
+        outcome.assessment_id = row.id
+        if event_id is not None:
+            event.response = {"event_id": event_id, **outcome.as_answer()}
+        self._session.flush()
+
+
+def replay_decisions(
+    assessments: Sequence[AssessmentRow], candidate: RuleSet
+) -> list[tuple[AssessmentRow, Assessment]]:
+    """Re-evaluate stored assessments with ``candidate`` (their stored features); return the changed ones."""
+    changed: list[tuple[AssessmentRow, Assessment]] = []
+    for row in assessments:
+        result = evaluate(candidate, EventKind(row.kind), features_from_json(row.features))
+        if result.decision != row.decision:
+            changed.append((row, result))
+    return changed
+

@@ -1,0 +1,127 @@
+"""LockService: placing, releasing, expiry, required actions, restrictions, concurrency."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from security.accounts.models import Account
+from security.audit.services import AuditLog
+from security.delivery.outbox import Outbox, OutboxMessage
+from security.entropy import SeededEntropy
+from security.errors import StaleVersion
+from security.locks.models import LockHistory
+from security.locks.services import InvalidTransition, LockService, new_reference
+from security.locks.states import LockEvent, LockKind, RequiredAction
+
+REASON = [{"rule": "test", "points": 0, "detail": "because"}]
+
+
+@pytest.fixture
+def service(db_session, clock, settings):
+    from security.crypto import SecretBox
+
+    return LockService(db_session, clock=clock, entropy=SeededEntropy(1), audit=AuditLog(db_session, clock=clock),
+                       outbox=Outbox(db_session, clock=clock, entropy=SeededEntropy(2),
+                                     secret_box=SecretBox(settings.secrets.encryption_keys)))
+
+
+@pytest.fixture
+def account(db_session, clock):
+    acc = Account(id="acc-1", status="active", created_at=clock.now(), updated_at=clock.now())
+    db_session.add(acc)
+    db_session.flush()
+    return acc
+
+
+def events(db_session):
+    return [m.event_type for m in db_session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
+
+
+def test_reference_format():
+    ref = new_reference(SeededEntropy(3))
+    assert len(ref) == 12 and ref.startswith("FG-") and ref[7] == "-"
+    assert not set(ref[3:].replace("-", "")) & set("ILOU")
+
+
+def test_place_and_operator_release(service, account, db_session):
+    lock = service.place(account, kind=LockKind.OPERATOR, reasons=REASON, actor="operator:ann")
+    assert account.status == "locked"
+    service.release(lock, LockEvent.OPERATOR_UNLOCK, actor="operator:bob", note="verified by phone")
+    assert (lock.status, lock.resolution, lock.resolved_by) == ("released", "operator_unlocked", "operator:bob")
+    assert account.status == "active"
+    assert events(db_session) == ["account.locked", "account.unlocked"]
+    history = db_session.scalars(select(LockHistory.event).order_by(LockHistory.id)).all()
+    assert history == ["place", "operator_unlock"]
+
+
+def test_account_stays_locked_while_another_lock_is_open(service, account, db_session):
+    first = service.place(account, kind=LockKind.RISK, reasons=REASON, actor="system")
+    second = service.place(account, kind=LockKind.OPERATOR, reasons=REASON, actor="operator:ann")
+    service.release(first, LockEvent.OPERATOR_UNLOCK, actor="operator:ann")
+    assert account.status == "locked"
+    service.release(second, LockEvent.OPERATOR_UNLOCK, actor="operator:ann")
+    assert account.status == "active"
+    assert events(db_session).count("account.unlocked") == 1
+
+
+def test_illegal_release_is_409(service, account):
+    lock = service.place(account, kind=LockKind.RISK, reasons=REASON, actor="system")
+    with pytest.raises(InvalidTransition) as info:
+        service.release(lock, LockEvent.EXPIRE, actor="system")
+    assert info.value.status == 409
+    service.release(lock, LockEvent.OPERATOR_UNLOCK, actor="operator:ann")
+    with pytest.raises(InvalidTransition):
+        service.release(lock, LockEvent.OPERATOR_UNLOCK, actor="operator:ann")
+
+
+def test_stale_version_is_409(service, account):
+    lock = service.place(account, kind=LockKind.RISK, reasons=REASON, actor="system")
+    seen = lock.version
+    service.release(lock, LockEvent.APPEAL_APPROVED_WITH_ACTIONS, actor="operator:ann")
+    with pytest.raises(StaleVersion):
+        service.release(lock, LockEvent.OPERATOR_UNLOCK, actor="operator:bob", expected_version=seen)
+
+
+def test_expiry_releases_only_due_temporary_locks(service, account, clock):
+    temporary = service.place(account, kind=LockKind.BRUTE_FORCE, reasons=REASON, actor="system",
+                              expires_at=clock.now() + timedelta(minutes=1))
+    assert service.expire_due() == []
+    clock.advance(minutes=1)
+    assert service.expire_due() == [temporary]
+    assert account.status == "active"
+
+
+def test_required_actions_complete_then_release(service, account):
+    lock = service.place(account, kind=LockKind.USER_REPORTED, reasons=REASON, actor="user",
+                         required_actions=[RequiredAction.RESET_PASSWORD, RequiredAction.ENROLL_TOTP])
+    service.release(lock, LockEvent.APPEAL_APPROVED_WITH_ACTIONS, actor="operator:ann")
+    assert account.status == "locked"
+    assert service.complete_action("acc-1", RequiredAction.RESET_PASSWORD, actor="user") == []
+    assert lock.completed_actions == ["reset_password"]
+    assert service.complete_action("acc-1", RequiredAction.ENROLL_TOTP, actor="user") == [lock]
+    assert (lock.status, lock.resolution) == ("released", "actions_completed")
+    assert account.status == "active"
+
+
+def test_password_reset_releases_brute_force_lock_only(service, account):
+    brute = service.place(account, kind=LockKind.BRUTE_FORCE, reasons=REASON, actor="system")
+    risk = service.place(account, kind=LockKind.RISK, reasons=REASON, actor="system")
+    assert service.complete_action("acc-1", RequiredAction.RESET_PASSWORD, actor="user") == [brute]
+    assert risk.status == "active"
+    assert account.status == "locked"
+
+
+def test_restrict_and_lift(service, account, db_session):
+    assert service.restrict(account, reasons=REASON, actor="system") is True
+    assert account.status == "restricted"
+    assert service.restrict(account, reasons=REASON, actor="system") is False  # already restricted
+    service.lift_restriction(account, actor="operator:ann")
+    assert account.status == "active"
+    service.place(account, kind=LockKind.RISK, reasons=REASON, actor="system")
+    assert service.restrict(account, reasons=REASON, actor="system") is False  # a lock is stronger
+    with pytest.raises(InvalidTransition):
+        service.lift_restriction(account, actor="operator:ann")
+    assert events(db_session) == ["account.restricted", "account.unlocked", "account.locked"]
