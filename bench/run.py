@@ -505,6 +505,43 @@ def run_backend(ctx: Context) -> None:
     big.engine.dispose()
 
 
+def run_sizes(ctx: Context) -> dict[str, Any]:
+    """``--sizes-only``: the stored-history size effect alone, small and big databases alternating.
+
+    Re-seeds the small database and reuses the big one left by a full run (a new client key, so the
+    big history is not re-generated). Alternating spreads a shared machine's noise over both sizes.
+    """
+    from bench import seed
+
+    plan = ctx.plan
+    big_url, small_url = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
+    small = prepare(ctx, small_url, plan.small_events)
+    ctx.steps["seed_small"] = small.timings
+    big_engine = make_bench_engine(dict(ctx.env, FOXGUARD_DATABASE_URL=big_url))
+    stored = seed.count_rows(big_engine, "risk_events")
+    if stored < plan.events:
+        raise SystemExit(f"the big database holds {stored} events; run the full benchmark first")
+    key, client_id = seed.create_client(big_engine, name=f"bench-sizes-{int(time.time())}")
+    big = Prepared(big_engine, key, client_id, {"stored_events": stored})
+    ctx.steps["seed_big"] = big.timings
+    rates: dict[str, list[float]] = {"small": [], "big": []}
+    for n in range(plan.repeats):
+        for label, db, url in (("small", small, small_url), ("big", big, big_url)):
+            ctx.env = dict(ctx.env, FOXGUARD_DATABASE_URL=url)
+            ctx.engine = db.engine
+            with gunicorn(ctx, SERVICE_APP, f"service-{label}-{n}") as server:
+                rates[label].append(loadgen(ctx, server, f"sizes_{label}_{n}", mode="closed", mix="events",
+                                            key=db.key)["ok_per_s"])
+            verify_stored(ctx, db.engine, f"sizes_{label}_{n}", db.client_id)
+    small_rate, big_rate = median(rates["small"]), median(rates["big"])
+    drift = (big_rate - small_rate) / small_rate if small_rate else None
+    return {"events_per_s_small": rates["small"], "events_per_s_big": rates["big"],
+            "size_drift": round(drift, 3) if drift is not None else None,
+            "size_met": drift is not None and abs(drift) <= TARGET_SIZE_DRIFT,
+            "stored_small": small.timings["stored_events"], "stored_big": stored,
+            "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
+
+
 def headline(ctx: Context) -> dict[str, Any]:
     """The numbers the issue asks for, with the targets and whether each is met."""
     steps = ctx.steps
@@ -626,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny data, seconds-long steps")
     parser.add_argument("--out", default=None, help="results directory (default bench/results/<backend>-<time>)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--sizes-only", action="store_true",
+                        help="only the 10k-vs-1M comparison, alternating, reusing the big database of a full run")
     for name, default in vars(Plan()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None)
     args = parser.parse_args(argv)
@@ -645,6 +684,14 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.now().astimezone().isoformat(), "machine_before": machine(),
         "uptime": Path("/proc/uptime").read_text().split()[0],
     }
+    if args.sizes_only:
+        head = run_sizes(ctx)
+        meta.update(finished_at=datetime.now().astimezone().isoformat(), machine_after=machine())
+        (out / "results.json").write_text(json.dumps({"meta": meta, "plan": vars(plan), "headline": head,
+                                                      "commands": ctx.commands, "steps": ctx.steps}, indent=2,
+                                                     default=str))
+        print(json.dumps(head, indent=2, default=str))
+        return 0 if head["verification_ok"] else 1
     run_backend(ctx)
     meta.update(finished_at=datetime.now().astimezone().isoformat(), machine_after=machine())
     head = headline(ctx)
