@@ -648,12 +648,41 @@ def markdown(ctx: Context, head: dict[str, Any], meta: dict[str, Any]) -> str:
         if isinstance(s, dict) and "ok_per_s" in s and "latency" in s:
             lines.append(f"| {name} | {s['ok_per_s']} | {s['status']} | {_lat(s['latency'])} | "
                          f"{s['machine_after']['loadavg']} | {s['loadgen_cpu_share']} |")
+    waits = {name: s["pg_sessions"] for name, s in ctx.steps.items() if isinstance(s, dict) and s.get("pg_sessions")}
+    if waits:
+        lines += ["", "## PostgreSQL sessions during each step (mean number of sessions per state / wait)", ""]
+        for name, w in waits.items():
+            top = ", ".join(f"{k}: {v}" for k, v in list(w["mean_sessions"].items())[:4])
+            lines.append(f"- {name}: {top}")
+            for statement, n in list(w.get("lock_waiters_by_statement", {}).items())[:2]:
+                lines.append(f"  - waiting for a lock ({n} sessions on average): `{statement[:110]}...`")
     explain = ctx.steps.get("explain", {})
     if explain:
         lines += ["", "## SQL statements per request", ""]
         lines += [f"- {op}: {e['statements']} statements (HTTP {e['status']})" for op, e in explain.items()]
+        lines += ["", "## Plans of the SELECTs one request of each kind ran", ""]
+        seen: set[str] = set()
+        for op, e in explain.items():
+            for query in e["queries"]:
+                shape = query["sql"].split(" WHERE ")[0] + " WHERE " + query["sql"].split(" WHERE ")[-1][:80]
+                if shape in seen:
+                    continue
+                seen.add(shape)
+                lines += [f"{op}: `{query['sql'][:400]}`", "", "```", *query["plan"], "```", ""]
     lines += ["", "## Commands", "", "```", meta["command"], *ctx.commands, "```", ""]
     return "\n".join(lines)
+
+
+def render(directory: Path, args: argparse.Namespace) -> int:
+    """Re-write ``report.md`` from a finished run's ``results.json`` (e.g. after the report format changed)."""
+    data = json.loads((directory / "results.json").read_text())
+    saved = data["meta"]["command"].split(" -m bench.run ", 1)[-1].split()
+    args.backend = "sqlite" if "sqlite" in saved else "postgresql"
+    args.smoke = "--smoke" in saved
+    ctx = Context(args=args, plan=Plan(**data["plan"]), out=directory, env={}, seed=args.seed,
+                  steps=data["steps"], commands=data["commands"])
+    (directory / "report.md").write_text(markdown(ctx, data["headline"], data["meta"]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -663,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny data, seconds-long steps")
     parser.add_argument("--out", default=None, help="results directory (default bench/results/<backend>-<time>)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--render", default=None, metavar="DIR",
+                        help="only re-write DIR/report.md from DIR/results.json")
     parser.add_argument("--sizes-only", action="store_true",
                         help="only the 10k-vs-1M comparison, alternating, reusing the big database of a full run")
     for name, default in vars(Plan()).items():
@@ -672,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in vars(Plan()):
         if getattr(args, name) is not None:
             setattr(plan, name, getattr(args, name))
+    if args.render:
+        return render(Path(args.render), args)
     stamp = datetime.now().astimezone().strftime("%Y%m%dT%H%M%S")  # noqa: DTZ005 - a file name
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{args.backend}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
