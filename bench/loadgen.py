@@ -155,6 +155,7 @@ class Driver:
         self.args = args
         self.mix = parse_mix(args.mix)
         self.records: list[Record] = []
+        self.http: Client | None = None
         self.t0 = 0.0
         self.clock_skew = 0.0
 
@@ -190,6 +191,7 @@ class Driver:
 
     async def closed(self, end: float) -> None:
         async with self.client(self.args.concurrency) as client:
+            self.http = client
 
             async def one_client(stream: int) -> None:
                 work = self.workload(stream)
@@ -206,6 +208,7 @@ class Driver:
         work = self.workload(0)
         tasks: set[asyncio.Task[None]] = set()
         async with self.client(OPEN_MODE_MAX_CONNECTIONS) as client:
+            self.http = client
             scheduled = 0.0
             while True:
                 scheduled += arrivals.expovariate(rate)
@@ -266,6 +269,7 @@ class Driver:
             "machine_before": before,
             "machine_after": machine(),
             "loadgen_cpu_s": round(cpu_s, 2),
+            "stale_connection_retries": getattr(self.http, "stale_retries", None),
             "loadgen_cpu_share": round(cpu_s / wall, 3) if wall else None,
             "window_s": args.duration,
             "requests": len(window),

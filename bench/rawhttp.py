@@ -43,19 +43,39 @@ class RawClient:
         self._fixed = f"Host: {parts.netloc}\r\n{extra}Content-Type: application/json\r\n"
         self._idle: list[Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
+        #: Requests re-sent because the server had closed an idle kept-alive connection (see ``post``).
+        self.stale_retries = 0
 
     async def _connect(self) -> Connection:
         reader, writer = await asyncio.open_connection(self._host, self._port)
         return Connection(reader, writer)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """Send one request; a request that met a connection the server had already closed is re-sent once.
+
+        gunicorn closes kept-alive connections idle for longer than its ``keepalive``; a request written
+        into such a socket gets an immediate EOF without a single response byte, and the server never
+        read it (verified: none of those event ids was stored). Re-sending it on a fresh connection is
+        what every HTTP client does for a stale pooled connection; anything else is an error.
+        """
         async with self._slots:
-            connection = self._idle.pop() if self._idle else await self._connect()
+            reused = bool(self._idle)
+            connection = self._idle.pop() if reused else await self._connect()
             try:
-                status, payload, keep = await asyncio.wait_for(self._exchange(connection, path, body), self._timeout)
+                try:
+                    result = await asyncio.wait_for(self._exchange(connection, path, body), self._timeout)
+                except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+                    never_answered = not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
+                    if not (reused and never_answered):
+                        raise
+                    connection.close()
+                    self.stale_retries += 1
+                    connection = await self._connect()
+                    result = await asyncio.wait_for(self._exchange(connection, path, body), self._timeout)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError) as exc:
                 connection.close()
                 raise HttpError(repr(exc)) from exc
+            status, payload, keep = result
             if keep:
                 self._idle.append(connection)
             else:
