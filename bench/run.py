@@ -573,7 +573,7 @@ def headline(ctx: Context) -> dict[str, Any]:
         "login_share_of_argon2": round(login_share, 3) if login_share is not None else None,
         "login_met": login_share is not None and login_share >= TARGET_LOGIN_SHARE,
         "events_per_s_small": small,
-        "events_per_s_big": big,
+        "events_per_s_big": round(big, 2),
         "size_drift": round(drift, 3) if drift is not None else None,
         "size_met": drift is not None and abs(drift) <= TARGET_SIZE_DRIFT,
         "rss": rss,
