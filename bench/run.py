@@ -465,7 +465,7 @@ def run_backend(ctx: Context) -> None:
     small.engine.dispose()
 
     print(f"[2/7] {plan.events} stored events", flush=True)
-    big = prepare(ctx, big_url, plan.events)
+    big = attach(ctx, big_url) if ctx.args.reuse_big else prepare(ctx, big_url, plan.events)
     steps["seed_big"] = big.timings
 
     # Both apps stay up (idle while the other is measured), so each starts once and the long run sees
@@ -505,24 +505,32 @@ def run_backend(ctx: Context) -> None:
     big.engine.dispose()
 
 
+def attach(ctx: Context, url: str) -> Prepared:
+    """Use the big database a previous full run left (a new client key; the history is not re-generated)."""
+    from bench import seed
+
+    engine = make_bench_engine(dict(ctx.env, FOXGUARD_DATABASE_URL=url))
+    stored = seed.count_rows(engine, "risk_events")
+    if stored < ctx.plan.events:
+        raise SystemExit(f"the big database holds {stored} events; run the full benchmark first")
+    key, client_id = seed.create_client(engine, name=f"bench-{int(time.time())}")
+    ctx.env = dict(ctx.env, FOXGUARD_DATABASE_URL=url)
+    ctx.engine = engine
+    print(f"  reusing {url.split('@')[-1]} with {stored} stored events", flush=True)
+    return Prepared(engine, key, client_id, {"stored_events": stored, "reused": True})
+
+
 def run_sizes(ctx: Context) -> dict[str, Any]:
     """``--sizes-only``: the stored-history size effect alone, small and big databases alternating.
 
     Re-seeds the small database and reuses the big one left by a full run (a new client key, so the
     big history is not re-generated). Alternating spreads a shared machine's noise over both sizes.
     """
-    from bench import seed
-
     plan = ctx.plan
     big_url, small_url = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
     small = prepare(ctx, small_url, plan.small_events)
     ctx.steps["seed_small"] = small.timings
-    big_engine = make_bench_engine(dict(ctx.env, FOXGUARD_DATABASE_URL=big_url))
-    stored = seed.count_rows(big_engine, "risk_events")
-    if stored < plan.events:
-        raise SystemExit(f"the big database holds {stored} events; run the full benchmark first")
-    key, client_id = seed.create_client(big_engine, name=f"bench-sizes-{int(time.time())}")
-    big = Prepared(big_engine, key, client_id, {"stored_events": stored})
+    big = attach(ctx, big_url)
     ctx.steps["seed_big"] = big.timings
     rates: dict[str, list[float]] = {"small": [], "big": []}
     for n in range(plan.repeats):
@@ -538,7 +546,7 @@ def run_sizes(ctx: Context) -> dict[str, Any]:
     return {"events_per_s_small": rates["small"], "events_per_s_big": rates["big"],
             "size_drift": round(drift, 3) if drift is not None else None,
             "size_met": drift is not None and abs(drift) <= TARGET_SIZE_DRIFT,
-            "stored_small": small.timings["stored_events"], "stored_big": stored,
+            "stored_small": small.timings["stored_events"], "stored_big": big.timings["stored_events"],
             "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
 
 
@@ -694,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--render", default=None, metavar="DIR",
                         help="only re-write DIR/report.md from DIR/results.json")
+    parser.add_argument("--reuse-big", action="store_true",
+                        help="keep the big database of a previous full run instead of re-seeding it")
     parser.add_argument("--sizes-only", action="store_true",
                         help="only the 10k-vs-1M comparison, alternating, reusing the big database of a full run")
     for name, default in vars(Plan()).items():
