@@ -20,10 +20,11 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Final
 
 from sqlalchemy import Engine, Table, insert, text
@@ -39,7 +40,7 @@ from security.credentials.passwords import PasswordHasher
 from security.entropy import SystemEntropy
 from security.migrate import upgrade
 from security.permissions import ALL_SCOPES
-from security.risk.feature_store import Context, FeatureStore
+from security.risk.feature_store import Context, FeatureStore, Tally
 from security.risk.models import FamiliarityCount, RiskEvent
 from security.risk.rules import BruteForceConfig
 
@@ -107,19 +108,59 @@ def seed_accounts(engine: Engine, *, seed: int, accounts: int, anchor: datetime,
             conn.execute(insert(Account.__table__), rows[start:start + SQLITE_BATCH])
 
 
+class _Present(Mapping[tuple[str, str, str], Tally]):
+    """The counter rows seen so far, as ``FeatureStore._counts(raw=True)`` would return them."""
+
+    def __init__(self, rows: dict[tuple[str, str, str], list[int]]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, key: tuple[str, str, str]) -> Tally:
+        count, children = self._rows[key]
+        return Tally(count, children)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def __iter__(self) -> Iterator[tuple[str, str, str]]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+class _MemorySession:
+    """Just enough of a Session for ``record_successful_login``: its counter upsert lands in a dict."""
+
+    dialect = SimpleNamespace(name="sqlite")  # read by ``is_sqlite`` to pick the INSERT dialect
+
+    def __init__(self, rows: dict[tuple[str, str, str], list[int]]) -> None:
+        self._rows = rows
+
+    def execute(self, _statement: Any, params: Sequence[dict[str, Any]]) -> None:
+        for item in params:  # ON CONFLICT DO UPDATE SET count = count + excluded.count, children = ...
+            row = self._rows.setdefault((item["scope"], item["level"], item["value"]), [0, 0])
+            row[0] += item["count"]
+            row[1] += item["children"]
+
+
 class CountingStore(FeatureStore):
-    """The service's own counter-update logic, writing to a dict instead of the database."""
+    """The service's own counter-update logic (``record_successful_login``), writing to a dict.
+
+    Only the two points where it touches the database are replaced: reading which counter rows exist
+    (``_counts``) and the executemany upsert (the session). ``tests/bench/test_seed.py`` checks the
+    result against the real method writing to a real database.
+    """
 
     def __init__(self) -> None:
-        # Only the counter logic is used: no session, and the brute-force settings are never read.
-        super().__init__(None, brute_force=BruteForceConfig.model_construct())  # type: ignore[arg-type]
         self.rows: dict[tuple[str, str, str], list[int]] = {}
+        # The brute-force settings are never read by the counter logic.
+        super().__init__(_MemorySession(self.rows), brute_force=BruteForceConfig.model_construct())  # type: ignore[arg-type]
 
-    def _bump(self, scope: str, level: str, value: str, *, children: int = 0) -> int:
-        row = self.rows.setdefault((scope, level, value), [0, 0])
-        row[0] += 1
-        row[1] += children
-        return row[0]
+    def _counts(self, account_id: str, levels: Iterable[str], values: Iterable[str], *,
+                raw: bool = False) -> Any:
+        if not raw:
+            raise NotImplementedError("only the raw read of record_successful_login is supported")
+        return _Present(self.rows)
 
 
 def _context(rng: random.Random, who: Person, serial: int) -> dict[str, Any]:
