@@ -116,6 +116,10 @@ def service_env(database_url: str, plan: Plan) -> dict[str, str]:
             "FOXGUARD_SECRET_KEY": secrets.token_urlsafe(32),
             "FOXGUARD_IDENTITY_HMAC_KEY": secrets.token_urlsafe(32),
             "FOXGUARD_ENCRYPTION_KEYS": json.dumps([base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()]),
+            # Production refuses to start without a webhook receiver. Webhooks are written to the outbox in
+            # the request's transaction (measured); no dispatcher runs, so nothing is sent (not measured).
+            "FOXGUARD_WEBHOOKS__ENDPOINTS": '[{name="bench", url="http://127.0.0.1:9/webhooks", secrets=["whsec_'
+            + base64.b64encode(secrets.token_bytes(32)).decode() + '"]}]',
         })
     else:  # smoke: development config with cheap argon2 (the code path is the same, only the cost differs)
         env.update({"FOXGUARD_ENV": "development", "FOXGUARD_PASSWORDS__TIME_COST": "1",
