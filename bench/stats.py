@@ -1,0 +1,73 @@
+"""Exact latency percentiles and /proc readings (no sampling, no histogram buckets)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+PERCENTILES = (50, 95, 99)
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an already sorted sequence (the value at rank ceil(p/100 * n)).
+
+    Nearest rank never interpolates, so the reported p99 is a latency some request really had.
+    """
+    if not sorted_values:
+        return None
+    if not 0 < pct <= 100:  # noqa: PLR2004 - percent bounds
+        raise ValueError("percentile must be in (0, 100]")
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarize(latencies_s: Iterable[float]) -> dict[str, Any]:
+    """Count, mean, p50/p95/p99 and max of latencies given in seconds, reported in milliseconds."""
+    values = sorted(latencies_s)
+    if not values:
+        return {"count": 0}
+    out: dict[str, Any] = {"count": len(values), "mean_ms": round(sum(values) / len(values) * 1000, 3)}
+    for pct in PERCENTILES:
+        out[f"p{pct}_ms"] = round(percentile(values, pct) * 1000, 3)  # type: ignore[operator]
+    out["max_ms"] = round(values[-1] * 1000, 3)
+    return out
+
+
+def children_of(parent_pid: int) -> list[int]:
+    """Pids whose parent is ``parent_pid`` (gunicorn's workers), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        # Field 4 is the parent pid; the command name (field 2) may contain spaces, so split after ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent_pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def memory_kib(pid: int) -> dict[str, int] | None:
+    """VmRSS (resident now) and VmHWM (peak resident so far) of ``pid`` in KiB, or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(rest.split()[0])
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """Cores and load averages now (recorded with every result: the machine is shared)."""
+    load1, load5, load15 = os.getloadavg()
+    return {"nproc": os.cpu_count(), "loadavg": [round(load1, 2), round(load5, 2), round(load15, 2)]}

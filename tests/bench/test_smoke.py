@@ -1,0 +1,129 @@
+"""The benchmark, end to end but tiny, so the harness never rots.
+
+Runs ``python -m bench.run --smoke``: fresh databases, migrations, seeding, the floor app and the service
+under gunicorn (2 workers), the load generator in its own process for every step, stored-event
+verification, query capture and the report. On PostgreSQL it uses its own sibling databases
+(``<test db>_bench_smoke*``), never the shared test database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+pytest.importorskip("security.risk.views", reason="the risk endpoints are not merged yet")
+
+from bench.stats import percentile, summarize  # noqa: E402
+from bench.workload import FULL_MIX, PATHS, Workload, parse_mix  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE_TIMEOUT_S = 300
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+    summary = summarize([0.003, 0.001, 0.002])
+    assert summary["p50_ms"] == 2.0
+    assert summary["max_ms"] == 3.0
+
+
+def test_workload_is_deterministic_and_follows_the_mix() -> None:
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def draw() -> list[tuple[str, str]]:
+        work = Workload(seed=3, accounts=50, mix=FULL_MIX, run_tag="t")
+        return [(r.op, json.dumps(r.body, sort_keys=True)) for r in (work.next(at) for _ in range(2000))]
+
+    first = draw()
+    assert first == draw()
+    shares = {op: sum(1 for o, _ in first if o == op) / len(first) for op in PATHS}
+    assert shares["tx"] == pytest.approx(0.70, abs=0.04)
+    assert shares["login_event"] == pytest.approx(0.25, abs=0.04)
+    assert shares["login_check"] == pytest.approx(0.05, abs=0.02)
+    assert parse_mix("tx=1,login_check=3") == {"tx": 1, "login_check": 3}
+    with pytest.raises(ValueError, match="bad mix item"):
+        parse_mix("tx=1,bogus=2")
+
+
+def test_bodies_validate_against_the_endpoint_models() -> None:
+    from datetime import UTC, datetime
+
+    from security.risk.schemas import LoginCheckIn, LoginEventIn, TransactionEventIn
+
+    models = {"tx": TransactionEventIn, "login_event": LoginEventIn, "login_check": LoginCheckIn}
+    work = Workload(seed=1, accounts=20, mix=FULL_MIX, run_tag="v")
+    for _ in range(300):
+        request = work.next(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+        models[request.op].model_validate(request.body)
+
+
+def _backend_args() -> list[str]:
+    url = os.environ.get("FOXGUARD_TEST_DATABASE_URL", "")
+    if url.startswith("postgresql"):
+        parsed = make_url(url)
+        sibling = parsed.set(database=f"{parsed.database}_bench").render_as_string(hide_password=False)
+        return ["--backend", "postgresql", "--pg-url", sibling]
+    return ["--backend", "sqlite"]
+
+
+def test_smoke_run_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOXGUARD_")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", *_backend_args(), "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S, check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    head, steps = results["headline"], results["steps"]
+
+    # Both apps served traffic, and nothing failed on the way.
+    assert min(head["floor_events_per_s"]) > 0
+    assert min(head["service_events_per_s"]) > 0
+    assert head["login_checks_per_s"] > 0
+    assert head["argon2_parallel_per_s"] > 0
+    load_steps = {name: s for name, s in steps.items() if isinstance(s, dict) and "by_op" in s}
+    assert {"floor_events_max_0", "service_events_max_0", "service_events_max_small", "full_max",
+            "full_open_50", "full_open_80", "logins_max", "long_run"} <= set(load_steps)
+    for name, step in load_steps.items():
+        assert step["requests"] > 0, name
+        assert set(step["status"]) == {"200"}, (name, step["status"])
+        assert step["latency"]["p99_ms"] >= step["latency"]["p50_ms"] > 0
+    # The full mix sends all three operations (a one-second smoke step may draw no login check: 5%).
+    full_ops = {op for name in ("full_max", "full_open_50", "full_open_80", "long_run")
+                for op in load_steps[name]["by_op"]}
+    assert {"tx", "login_event"} <= full_ops <= {"tx", "login_event", "login_check"}
+    assert set(load_steps["logins_max"]["by_op"]) == {"login_check"}
+    assert load_steps["long_run"]["rss"]["workers"], "worker RSS was sampled"
+    assert len(load_steps["long_run"]["rss"]["workers"]) == results["plan"]["workers"]
+
+    # Every event the service acknowledged is stored once, with its assessment.
+    verification = steps["verification"]
+    assert verification and all(v["ok"] and v["acknowledged"] > 0 for v in verification.values())
+    assert head["verification_ok"] is True
+
+    # The floor's rows were removed before the service ran.
+    assert all(n > 0 for n in steps["floor_rows_deleted"])
+
+    # The real request path was captured with its statements and plans.
+    for op in ("tx", "login_event", "login_check"):
+        assert steps["explain"][op]["status"] == 200
+        assert steps["explain"][op]["statements"] > 0
+        assert all(q["plan"] for q in steps["explain"][op]["queries"])
+
+    report = (out / "report.md").read_text()
+    assert "| Service / floor (medians) |" in report
+    assert "gunicorn" in report
