@@ -87,8 +87,10 @@ def create_app(
 
     from security import cli
     from security.accounts import views as accounts_views
+    from security.appeals import views as appeals_views
     from security.console import views as console_views
     from security.credentials import views as credentials_views
+    from security.delivery import wiring as delivery_wiring
     from security.operators import views as operators_views
     from security.review import views as review_views
     from security.risk import views as risk_views
@@ -101,8 +103,8 @@ def create_app(
     problems.init_app(app)
     # Slices: each registers its blueprint(s), CLI commands and settings. Add new slices here.
     for init in (
-        accounts_views.init_app, risk_views.init_app, credentials_views.init_app, operators_views.init_app,
-        review_views.init_app, console_views.init_app,
+        accounts_views.init_app, risk_views.init_app, credentials_views.init_app, delivery_wiring.init_app,
+        appeals_views.init_app, operators_views.init_app, review_views.init_app, console_views.init_app,
     ):
         init(app)
     app.register_blueprint(openapi.bp)

@@ -1,7 +1,7 @@
 """operators: console operators, their sessions and API tokens, review case claims
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-25
 """
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import security.types
 
 revision: str = '0006'
-down_revision: str | Sequence[str] | None = '0004'
+down_revision: str | Sequence[str] | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
