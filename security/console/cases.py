@@ -17,6 +17,7 @@ from security.errors import InvalidInput
 from security.locks.states import LockKind, LockStatus, RequiredAction
 from security.operators.auth import console_page, current_operator
 from security.operators.policy import Permission
+from security.review.appeals import close_appeal_of
 from security.review.schemas import ManualLockIn, NoteIn, QueueQuery, UnlockIn
 from security.review.services import MAX_PAGE_SIZE, ClaimFilter, QueueOrder
 from security.review.views import queue_filter, review_service
@@ -96,6 +97,7 @@ def unlock(lock_id: uuid.UUID) -> BaseResponse:
     assert isinstance(form, UnlockIn)  # noqa: S101
     released = review_service(deps()).unlock(lock_id, operator=current_operator(), note=form.note,
                                               expected_version=form.version)
+    close_appeal_of(deps(), released, current_operator())
     return redirect(url_for("console.account", account_id=released.account_id), code=303)
 
 

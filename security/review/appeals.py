@@ -1,0 +1,116 @@
+"""HTTP: ``/v1/review/appeals`` — operators list, read, decide and answer appeals.
+
+Decisions and replies go through the appeals slice's service API (four-eyes, versions, audit with the
+operator's id, webhooks); permissions are checked by ``OperatorBearer`` (the one ``authorize``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, Flask
+
+from security.appeals.services import AppealService
+from security.appeals.states import ActorKind
+from security.appeals.views import appeal_service
+from security.errors import Conflict
+from security.locks.models import Lock
+from security.operators.auth import OperatorBearer, current_operator
+from security.operators.models import Operator
+from security.operators.policy import Permission
+from security.operators.services import actor_of
+from security.review.appeal_cases import AppealCases, AppealFilter
+from security.review.appeal_schemas import (
+    AppealCaseOut,
+    AppealListOut,
+    AppealQuery,
+    DecisionIn,
+    MessageOut,
+    ReplyIn,
+)
+from security.web.api import operation
+from security.web.deps import Deps, deps
+
+bp = Blueprint("review_appeals", __name__)
+TAGS = ["review"]
+
+
+class NotACase(Conflict):
+    code = "appeal_not_a_case"
+    title = "This appeal names no locked account; there is nobody to answer"
+
+
+def appeal_cases(d: Deps, service: AppealService | None = None) -> AppealCases:
+    return AppealCases(d.session, clock=d.clock, appeals=service or appeal_service(d))
+
+
+def appeal_filter(query: AppealQuery) -> AppealFilter:
+    return AppealFilter(
+        state=query.state, include_closed=query.include_closed, kind=query.kind, account_id=query.account_id or None,
+        min_score=query.min_score, order=query.order, page=query.page, per_page=query.per_page,
+    )
+
+
+def decide(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: DecisionIn) -> AppealCaseOut:
+    """Record the operator's decision (shared by the API and the console) and return the case after it."""
+    service = appeal_service(d)
+    service.decide(appeal_id, str(operator.id), body.approve, body.note or None, body.user_reason or None,
+                   body.expected_version)
+    return AppealCaseOut.of(appeal_cases(d, service).case(appeal_id))
+
+
+def reply(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: ReplyIn) -> MessageOut:
+    """Post the operator's message to the user (shared by the API and the console)."""
+    service = appeal_service(d)
+    if service.get(appeal_id).is_decoy:
+        raise NotACase()
+    message = service.reply(appeal_id, str(operator.id), body.body)
+    return MessageOut(author=message.author_kind, author_id=message.author_id, body=message.body,
+                      created_at=message.created_at)
+
+
+def close_appeal_of(d: Deps, lock: Lock, operator: Operator) -> None:
+    """After a manual unlock: close the lock's open appeal now (not when the user next looks)."""
+    appeal_service(d).on_lock_released(lock.id, actor=actor_of(operator), actor_kind=ActorKind.OPERATOR)
+
+
+@operation(
+    bp, "/v1/review/appeals", query=AppealQuery, response=AppealListOut, auth=OperatorBearer(Permission.CASES_READ),
+    summary="Appeals: waiting for review first, then by risk and age; filters and pagination", tags=TAGS,
+)
+def list_appeals(query: AppealQuery) -> AppealListOut:
+    return AppealListOut.of(appeal_cases(deps()).queue(appeal_filter(query)))
+
+
+@operation(
+    bp, "/v1/review/appeals/<uuid:appeal_id>", response=AppealCaseOut, auth=OperatorBearer(Permission.CASES_READ),
+    summary="An appeal: statement, verifications, what is still needed, messages, reviews, the lock",
+    tags=TAGS, errors={404: "No such appeal"},
+)
+def get_appeal(appeal_id: uuid.UUID) -> AppealCaseOut:
+    return AppealCaseOut.of(appeal_cases(deps()).case(appeal_id))
+
+
+@operation(
+    bp, "/v1/review/appeals/<uuid:appeal_id>/decision", method="POST", body=DecisionIn, response=AppealCaseOut,
+    auth=OperatorBearer(Permission.APPEALS_DECIDE), tags=TAGS,
+    summary="Approve or reject an appeal (four-eyes where the lock kind asks: a second, different reviewer)",
+    errors={400: "Rejection without user_reason", 404: "No such appeal",
+            409: "Changed since you read it (expected_version), not waiting for review, or you already reviewed it"},
+)
+def post_decision(appeal_id: uuid.UUID, body: DecisionIn) -> AppealCaseOut:
+    return decide(deps(), appeal_id, current_operator(), body)
+
+
+@operation(
+    bp, "/v1/review/appeals/<uuid:appeal_id>/messages", method="POST", body=ReplyIn, response=MessageOut,
+    status=201, auth=OperatorBearer(Permission.APPEALS_REPLY), tags=TAGS,
+    summary="Answer the user (the message is shown with the appeal)",
+    errors={404: "No such appeal", 409: "Too many messages, or the appeal names no locked account"},
+)
+def post_message(appeal_id: uuid.UUID, body: ReplyIn) -> tuple[MessageOut, int]:
+    return reply(deps(), appeal_id, current_operator(), body), 201
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
