@@ -14,15 +14,21 @@ from security.credentials import totp
 from security.locks.models import Lock
 from security.locks.states import LockKind
 from security.operators.models import Operator
+from security.permissions import ALL_SCOPES
+from security.runtime import runtime
 from tests.appeals.conftest import (
     DOCUMENT,
     NEW_PASSWORD,
+    PASSWORD,
     AppealClient,
     create_account,
     last_code,
     place_lock,
     submit,
 )
+from tests.conftest import ApiClient, issue_key
+from tests.operators.factories import make_operator
+from tests.review.test_races import STEP, race
 
 REVIEW = "/v1/review/appeals"
 
@@ -266,3 +272,36 @@ def test_openapi_lists_the_review_appeal_operations(client):
     assert {"get"} <= set(paths["/v1/review/appeals"])
     assert "post" in paths["/v1/review/appeals/{appeal_id}/decision"]
     assert "post" in paths["/v1/review/appeals/{appeal_id}/messages"]
+
+
+def test_simultaneous_decisions_have_one_winner(live_app, clock):
+    """Two reviewers approve the same version at the same moment: one approval counts, the other is 409."""
+    session = runtime(live_app).session_factory()
+    try:
+        key = issue_key(session, clock, "backend", ALL_SCOPES)
+        ops = [make_operator(live_app, session, clock, name, "reviewer") for name in ("rita", "omar")]
+    finally:
+        session.close()
+    user = live_app.test_client()
+    create_account(ApiClient(live_app.test_client(), key), "acc-race", email="race@example.com", phone="+4915100000009")
+    assert user.post("/v1/freeze", json={"identifier": "acc-race", "password": PASSWORD}).status_code in (200, 202)
+    appeal = submit(user, "acc-race")
+    session = runtime(live_app).session_factory()
+    try:
+        code = last_code(session, runtime(live_app).settings, "race@example.com")
+    finally:
+        session.close()
+    assert appeal.verify(method="contact_code", code=code).status_code == 200
+    assert appeal.verify(method="identity_document", document=DOCUMENT).get_json()["state"] == "pending_review"
+    headers = []
+    for op in ops:
+        clock.advance(STEP)
+        token = user.post("/v1/review/tokens", json={
+            "name": op.name, "password": op.password, "totp_code": op.code(clock.now())}).get_json()["token"]
+        headers.append({"Authorization": f"Bearer {token}"})
+    version = case(user, headers[0], appeal.appeal_id)["version"]
+    url = f"{REVIEW}/{appeal.appeal_id}/decision"
+    body = {"approve": True, "expected_version": version}
+    assert race(live_app, [("post", url, {"json": body, "headers": h}) for h in headers]) == [200, 409]
+    after = case(user, headers[0], appeal.appeal_id)
+    assert (after["state"], after["approvals"], len(after["reviews"])) == ("pending_review", 1, 1)
