@@ -117,3 +117,15 @@ def test_viewer_sees_no_decision_buttons_and_a_forged_decision_is_refused(new_pa
     page.reload()
     assert page.locator("#approvals").inner_text() == "0 of 2"
     assert appeal.get().get_json()["state"] == "pending_review"
+
+
+def test_appeal_pages_fit_a_phone(new_page, live_server, clock, screenshot):
+    appeal = appeal_ready_for_review(live_server, clock)
+    page = new_page(width=390, height=844)
+    sign_in(page, live_server.operator("rita", "reviewer", clock), clock)
+    for path in ("/console/appeals", f"/console/appeals/{appeal.appeal_id}"):
+        page.goto(path)
+        # Nothing wider than the phone's screen: no horizontal scrolling of the page.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+    assert page.get_by_role("button", name="Approve").is_visible()
+    screenshot(page, "appeal-phone")
