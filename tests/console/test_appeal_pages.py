@@ -8,6 +8,7 @@ import uuid
 from security.appeals.models import Appeal
 from security.locks.models import Lock
 from security.locks.states import LockKind
+from tests.appeals.conftest import create_account, place_lock, submit
 from tests.console.test_cases_pages import csrf, sign_in
 from tests.review.test_appeals_review import ready_for_review
 
@@ -136,3 +137,16 @@ def test_reply_is_shown_to_the_user(api, client, db_session, settings, clock, ne
                             "created_at": messages[-1]["created_at"]}
     empty = client.post(f"/console/appeals/{appeal.appeal_id}/messages", data={"csrf_token": token, "body": ""})
     assert empty.status_code == 422
+
+
+def test_unlock_in_the_console_closes_the_open_appeal(api, client, db_session, settings, clock, new_operator):
+    create_account(api, "acc-unlock", email="unlock@example.com", phone="+4915100000004")
+    lock = place_lock(db_session, clock, "acc-unlock", LockKind.RISK)
+    appeal = submit(client, "acc-unlock")
+    sign_in(client, new_operator("rita", "reviewer"), clock)
+    response = client.post(f"/console/locks/{lock.id}/unlock", data={
+        "csrf_token": csrf(client), "note": "owner called in", "version": str(lock.version)})
+    assert response.status_code == 303
+    assert state_of(db_session, appeal.appeal_id) == "released"
+    page = appeal_page(client, appeal.appeal_id)
+    assert "lock_released: submitted → released by operator:" in page
