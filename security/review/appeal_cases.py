@@ -20,6 +20,7 @@ from security.appeals.states import OPEN_STATES, AppealState
 from security.clock import Clock
 from security.locks.models import Lock
 from security.operators.models import Operator
+from security.review.models import CaseClaim
 from security.risk.models import Assessment
 
 MAX_APPEAL_PAGE_SIZE = 100
@@ -52,6 +53,7 @@ class AppealItem:
     band: str | None
     age_seconds: int
     approvals: int
+    claimed_by: str | None
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,12 @@ class AppealCases:
             .correlate(Appeal).scalar_subquery()
         )
         query = (
-            select(Appeal, Lock, score, Assessment.band, approvals)
+            select(Appeal, Lock, score, Assessment.band, approvals, Operator.name)
             .join(Lock, Lock.id == Appeal.lock_id)
             .outerjoin(Assessment, Assessment.id == func.coalesce(Lock.assessment_id, latest_before_lock))
+            # The lock's claim (``/v1/review/locks/{id}/claim``) covers its appeal too.
+            .outerjoin(CaseClaim, CaseClaim.lock_id == Lock.id)
+            .outerjoin(Operator, Operator.id == CaseClaim.operator_id)
         )
         if criteria.state is not None:
             query = query.where(Appeal.state == criteria.state)
@@ -152,8 +157,8 @@ class AppealCases:
         now = self._clock.now()
         items = [
             AppealItem(appeal=appeal, lock=lock, score=int(points), band=band, approvals=int(given or 0),
-                       age_seconds=int((now - appeal.created_at).total_seconds()))
-            for appeal, lock, points, band, given in rows
+                       age_seconds=int((now - appeal.created_at).total_seconds()), claimed_by=claimer)
+            for appeal, lock, points, band, given, claimer in rows
         ]
         return AppealPage(items=items, total=total, page=criteria.page, per_page=criteria.per_page)
 

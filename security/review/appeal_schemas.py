@@ -48,6 +48,7 @@ class AppealItemOut(BaseModel):
     band: str | None
     age_seconds: int
     approvals: int
+    claimed_by: str | None = Field(description="Operator holding the claim on the appeal's lock")
     created_at: datetime
     updated_at: datetime
     version: int
@@ -58,6 +59,7 @@ class AppealItemOut(BaseModel):
         return cls(appeal_id=a.id, state=a.state, account_id=a.account_id, lock_id=a.lock_id,
                    lock_reference=item.lock.reference if item.lock else None, lock_kind=a.lock_kind,
                    score=item.score, band=item.band, age_seconds=item.age_seconds, approvals=item.approvals,
+                   claimed_by=item.claimed_by,
                    created_at=a.created_at, updated_at=a.updated_at, version=a.version)
 
 

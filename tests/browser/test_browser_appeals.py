@@ -81,7 +81,8 @@ def test_two_reviewers_approve_the_appeal_and_the_account_is_unlocked(new_page, 
     second = new_page()
     sign_in(second, bruno, clock)
     open_appeal(second, appeal.appeal_id)
-    second.get_by_label("Message to the user (optional)").fill("Identity confirmed. Please set a new password.")
+    second.get_by_label(re.compile("^Reason shown to the user if this approval decides")).fill(
+        "Identity confirmed. Please set a new password.")
     with second.expect_navigation():
         second.get_by_role("button", name="Approve").click()
     assert second.locator("#appeal-state").inner_text() == "approved"

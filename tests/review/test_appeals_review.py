@@ -305,3 +305,23 @@ def test_simultaneous_decisions_have_one_winner(live_app, clock):
     assert race(live_app, [("post", url, {"json": body, "headers": h}) for h in headers]) == [200, 409]
     after = case(user, headers[0], appeal.appeal_id)
     assert (after["state"], after["approvals"], len(after["reviews"])) == ("pending_review", 1, 1)
+
+
+def test_a_claim_on_the_lock_shows_on_its_appeal(api, client, db_session, settings, clock, ops):
+    appeal, lock = ready_for_review(api, client, db_session, settings, clock, "acc-claim", LockKind.USER_REPORTED)
+    assert client.post(f"/v1/review/locks/{lock.id}/claim", headers=ops["alice"]).status_code == 200
+    [item] = client.get(REVIEW, headers=ops["vera"]).get_json()["items"]
+    assert (item["appeal_id"], item["claimed_by"]) == (appeal.appeal_id, "alice")
+
+
+def test_decoy_appeals_are_no_cases(client, ops):
+    decoy = submit(client, "nobody@example.com")
+    assert client.get(REVIEW, headers=ops["vera"]).get_json()["total"] == 0
+    body = case(client, ops["vera"], decoy.appeal_id)
+    assert (body["account_id"], body["lock"]) == (None, None)
+    answer = client.post(f"{REVIEW}/{decoy.appeal_id}/messages", json={"body": "hello?"}, headers=ops["alice"])
+    assert answer.status_code == 409
+    assert answer.get_json()["code"] == "appeal_not_a_case"
+    refused = decide(client, ops["alice"], decoy.appeal_id, approve=True, expected_version=body["version"])
+    assert refused.status_code == 409
+    assert refused.get_json()["code"] == "appeal_not_reviewable"
