@@ -92,7 +92,6 @@ def create_app(
     from security.credentials import views as credentials_views
     from security.delivery import wiring as delivery_wiring
     from security.operators import views as operators_views
-    from security.review import appeals as review_appeals
     from security.review import views as review_views
     from security.risk import views as risk_views
     from security.web import observability, openapi, problems, transaction
@@ -106,7 +105,6 @@ def create_app(
     for init in (
         accounts_views.init_app, risk_views.init_app, credentials_views.init_app, delivery_wiring.init_app,
         appeals_views.init_app, operators_views.init_app, review_views.init_app, console_views.init_app,
-        review_appeals.init_app,
     ):
         init(app)
     app.register_blueprint(openapi.bp)

@@ -56,13 +56,13 @@ def appeal(appeal_id: uuid.UUID) -> str:
 @bp.post("/appeals/<uuid:appeal_id>/decision")
 @console_page(Permission.APPEALS_DECIDE)
 def appeal_decision(appeal_id: uuid.UUID) -> BaseResponse:
-    choice = request.form.get("decision", "")
+    choice = request.form.get("outcome", "")
     form = validate(DecisionIn, {
         # Anything but the two buttons' values is refused by the model (approve must be a boolean).
         "approve": {APPROVE: True, REJECT: False}.get(choice, choice),
         "note": request.form.get("note") or None,
         "user_reason": request.form.get("user_reason") or None,
-        "expected_version": request.form.get("expected_version", ""),
+        "expected_version": request.form.get("version", ""),
     }, "form")
     assert isinstance(form, DecisionIn)  # noqa: S101
     decide(deps(), appeal_id, current_operator(), form)

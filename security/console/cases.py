@@ -12,12 +12,15 @@ from datetime import timedelta
 from flask import redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from security.appeals.states import AppealState
 from security.console.views import NAV_ITEMS, NavItem, bp, safe_next
 from security.errors import InvalidInput
 from security.locks.states import LockKind, LockStatus, RequiredAction
 from security.operators.auth import console_page, current_operator
 from security.operators.policy import Permission
-from security.review.appeals import close_appeal_of
+from security.review.appeal_cases import AppealFilter
+from security.review.appeal_schemas import AppealItemOut
+from security.review.appeals import APPEAL_QUEUE_LIMIT, appeal_cases, close_appeal_of
 from security.review.schemas import ManualLockIn, NoteIn, QueueQuery, UnlockIn
 from security.review.services import MAX_PAGE_SIZE, ClaimFilter, QueueOrder
 from security.review.views import queue_filter, review_service
@@ -41,10 +44,13 @@ def queue() -> str:
     args = {k: v for k, v in request.args.items() if v != ""}
     query = validate(QueueQuery, args, "query")
     assert isinstance(query, QueueQuery)  # noqa: S101 - validate returns the model it was given
-    page = review_service(deps()).queue(queue_filter(query), operator=current_operator())
+    d = deps()
+    page = review_service(d).queue(queue_filter(query), operator=current_operator())
+    waiting = [AppealItemOut.of(item) for item in appeal_cases(d).queue(
+        AppealFilter(state=AppealState.PENDING_REVIEW, per_page=APPEAL_QUEUE_LIMIT)).items]
     base = {k: v for k, v in args.items() if k != "page"}
     return render_template(
-        "console/queue.html", page=page, query=query, base=base, kinds=list(LockKind),
+        "console/queue.html", page=page, appeals=waiting, query=query, base=base, kinds=list(LockKind),
         statuses=[LockStatus.ACTIVE, LockStatus.AWAITING_ACTIONS], claim_filters=list(ClaimFilter),
         orders=list(QueueOrder), max_page_size=MAX_PAGE_SIZE,
     )

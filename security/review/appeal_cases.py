@@ -53,6 +53,7 @@ class AppealItem:
     band: str | None
     age_seconds: int
     approvals: int
+    approvals_required: int | None
     claimed_by: str | None
 
 
@@ -157,10 +158,15 @@ class AppealCases:
         now = self._clock.now()
         items = [
             AppealItem(appeal=appeal, lock=lock, score=int(points), band=band, approvals=int(given or 0),
-                       age_seconds=int((now - appeal.created_at).total_seconds()), claimed_by=claimer)
+                       approvals_required=self._reviewers(appeal), claimed_by=claimer,
+                       age_seconds=int((now - appeal.created_at).total_seconds()))
             for appeal, lock, points, band, given, claimer in rows
         ]
         return AppealPage(items=items, total=total, page=criteria.page, per_page=criteria.per_page)
+
+    def _reviewers(self, appeal: Appeal) -> int | None:
+        policy = self._appeals.kind_policy(appeal)
+        return policy.reviewers if policy is not None else None
 
     def case(self, appeal_id: uuid.UUID) -> AppealCase:
         """Everything an operator needs to decide one appeal (404 ``AppealNotFound`` when there is none)."""
@@ -174,13 +180,12 @@ class AppealCases:
             .order_by(AppealVerification.id)
         ))
         reviews = service.reviews(appeal)
-        policy = service.kind_policy(appeal)
         snapshot = service.snapshot(appeal)
         return AppealCase(
             appeal=appeal, lock=lock, statement=statement, verifications=verifications,
             needed=snapshot.needed, messages=messages, reviews=self._named(reviews),
             history=service.history(appeal), approvals=service.approvals(appeal),
-            approvals_required=policy.reviewers if policy is not None else None,
+            approvals_required=self._reviewers(appeal),
             actions_left=service.actions_left(appeal) if appeal.state == AppealState.APPROVED else (),
             reviewed_by=frozenset(r.operator_id for r in reviews),
         )

@@ -47,7 +47,8 @@ class AppealItemOut(BaseModel):
     score: int
     band: str | None
     age_seconds: int
-    approvals: int
+    approvals_given: int
+    approvals_required: int | None
     claimed_by: str | None = Field(description="Operator holding the claim on the appeal's lock")
     created_at: datetime
     updated_at: datetime
@@ -58,8 +59,8 @@ class AppealItemOut(BaseModel):
         a = item.appeal
         return cls(appeal_id=a.id, state=a.state, account_id=a.account_id, lock_id=a.lock_id,
                    lock_reference=item.lock.reference if item.lock else None, lock_kind=a.lock_kind,
-                   score=item.score, band=item.band, age_seconds=item.age_seconds, approvals=item.approvals,
-                   claimed_by=item.claimed_by,
+                   score=item.score, band=item.band, age_seconds=item.age_seconds, approvals_given=item.approvals,
+                   approvals_required=item.approvals_required, claimed_by=item.claimed_by,
                    created_at=a.created_at, updated_at=a.updated_at, version=a.version)
 
 
@@ -130,7 +131,7 @@ class AppealCaseOut(BaseModel):
     statement: str | None
     verifications: list[VerificationOut] = Field(description="Every method tried, with attempts and success")
     needed: NeededOut
-    approvals: int
+    approvals_given: int
     approvals_required: int | None
     actions_left: list[str]
     lock: LockOut | None = Field(description="The lock appealed against, with its reasons")
@@ -152,7 +153,7 @@ class AppealCaseOut(BaseModel):
             needed=NeededOut(next_step=n.next_step, verifications=[list(g) for g in n.verifications],
                              approvals_required=n.approvals_required, approvals_given=n.approvals_given,
                              actions=list(n.actions)),
-            approvals=c.approvals, approvals_required=c.approvals_required, actions_left=list(c.actions_left),
+            approvals_given=c.approvals, approvals_required=c.approvals_required, actions_left=list(c.actions_left),
             lock=LockOut.of(c.lock) if c.lock else None,
             messages=[MessageOut(author=m.author_kind, author_id=m.author_id, body=m.body, created_at=m.created_at)
                       for m in c.messages],

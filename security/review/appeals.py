@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Flask
+from flask import Blueprint
 
 from security.appeals.services import AppealService
 from security.appeals.states import ActorKind
@@ -19,20 +19,21 @@ from security.operators.auth import OperatorBearer, current_operator
 from security.operators.models import Operator
 from security.operators.policy import Permission
 from security.operators.services import actor_of
-from security.review.appeal_cases import AppealCases, AppealFilter
+from security.review.appeal_cases import MAX_APPEAL_PAGE_SIZE, AppealCases, AppealFilter
 from security.review.appeal_schemas import (
     AppealCaseOut,
     AppealListOut,
     AppealQuery,
     DecisionIn,
-    MessageOut,
     ReplyIn,
 )
 from security.web.api import operation
 from security.web.deps import Deps, deps
 
-bp = Blueprint("review_appeals", __name__)
+bp = Blueprint("review_appeals", __name__)  # registered by ``security.review.views.init_app``
 TAGS = ["review"]
+APPEAL_QUEUE_LIMIT = MAX_APPEAL_PAGE_SIZE
+"""Appeals shown above the lock queue in the console (all waiting ones, up to a page)."""
 
 
 class NotACase(Conflict):
@@ -59,14 +60,13 @@ def decide(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: DecisionIn) 
     return AppealCaseOut.of(appeal_cases(d, service).case(appeal_id))
 
 
-def reply(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: ReplyIn) -> MessageOut:
-    """Post the operator's message to the user (shared by the API and the console)."""
+def reply(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: ReplyIn) -> AppealCaseOut:
+    """Post the operator's message to the user (shared by the API and the console); return the case after it."""
     service = appeal_service(d)
     if service.get(appeal_id).is_decoy:
         raise NotACase()
-    message = service.reply(appeal_id, str(operator.id), body.body)
-    return MessageOut(author=message.author_kind, author_id=message.author_id, body=message.body,
-                      created_at=message.created_at)
+    service.reply(appeal_id, str(operator.id), body.body)
+    return AppealCaseOut.of(appeal_cases(d, service).case(appeal_id))
 
 
 def close_appeal_of(d: Deps, lock: Lock, operator: Operator) -> None:
@@ -103,14 +103,10 @@ def post_decision(appeal_id: uuid.UUID, body: DecisionIn) -> AppealCaseOut:
 
 
 @operation(
-    bp, "/v1/review/appeals/<uuid:appeal_id>/messages", method="POST", body=ReplyIn, response=MessageOut,
+    bp, "/v1/review/appeals/<uuid:appeal_id>/messages", method="POST", body=ReplyIn, response=AppealCaseOut,
     status=201, auth=OperatorBearer(Permission.APPEALS_REPLY), tags=TAGS,
-    summary="Answer the user (the message is shown with the appeal)",
+    summary="Answer the user (the message is shown with the appeal); returns the case",
     errors={404: "No such appeal", 409: "Too many messages, or the appeal names no locked account"},
 )
-def post_message(appeal_id: uuid.UUID, body: ReplyIn) -> tuple[MessageOut, int]:
+def post_message(appeal_id: uuid.UUID, body: ReplyIn) -> tuple[AppealCaseOut, int]:
     return reply(deps(), appeal_id, current_operator(), body), 201
-
-
-def init_app(app: Flask) -> None:
-    app.register_blueprint(bp)

@@ -202,8 +202,17 @@ class AccountOut(BaseModel):
     created_at: datetime
 
 
+class TimelineAppealOut(BaseModel):
+    appeal_id: uuid.UUID
+    lock_id: uuid.UUID | None
+    state: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class TimelineOut(BaseModel):
     account: AccountOut
+    appeals: list[TimelineAppealOut]
     locks: list[TimelineLockOut]
     assessments: list[AssessmentOut]
     events: list[EventOut]
@@ -218,6 +227,8 @@ class TimelineOut(BaseModel):
         return cls(
             account=AccountOut(account_id=a.id, status=a.status, email=a.email, phone=a.phone,
                                home_country=a.home_country, created_at=a.created_at),
+            appeals=[TimelineAppealOut(appeal_id=x.id, lock_id=x.lock_id, state=x.state, created_at=x.created_at,
+                                       updated_at=x.updated_at) for x in t.appeals],
             locks=[TimelineLockOut(**LockOut.of(lock).model_dump(), claimed_by=t.claims.get(lock.id),
                                    history=[HistoryOut.of(h) for h in t.history.get(lock.id, [])])
                    for lock in t.locks],

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from security.accounts.models import Account
+from security.appeals.models import Appeal
 from security.audit.models import AuditEntry
 from security.audit.services import AuditLog
 from security.clock import Clock
@@ -126,6 +127,7 @@ class Timeline:
     events: list[RiskEvent]
     audit: list[AuditEntry]
     deliveries: list[OutboxMessage]
+    appeals: list[Appeal]
     entries: list[TimelineEntry]
 
 
@@ -329,15 +331,18 @@ class ReviewService:
             select(OutboxMessage).where(OutboxMessage.ordering_key == account_id)
             .order_by(OutboxMessage.id.desc()).limit(limit)
         ))
+        appeals = list(self._session.scalars(
+            select(Appeal).where(Appeal.account_id == account_id).order_by(Appeal.created_at.desc()).limit(limit)
+        ))
         entries = merge_entries(locks=locks, assessments=assessments, events=events, audit=audit,
-                                deliveries=deliveries)
+                                deliveries=deliveries, appeals=appeals)
         return Timeline(account=account, locks=locks, history=history, claims=claims, assessments=assessments,
-                        events=events, audit=audit, deliveries=deliveries, entries=entries)
+                        events=events, audit=audit, deliveries=deliveries, appeals=appeals, entries=entries)
 
 
 def merge_entries(
     *, locks: Sequence[Lock], assessments: Sequence[Assessment], events: Sequence[RiskEvent],
-    audit: Sequence[AuditEntry], deliveries: Sequence[OutboxMessage],
+    audit: Sequence[AuditEntry], deliveries: Sequence[OutboxMessage], appeals: Sequence[Appeal] = (),
 ) -> list[TimelineEntry]:
     """One newest-first list from every source, each entry with a one-line summary."""
     entries: list[TimelineEntry] = []
@@ -364,5 +369,8 @@ def merge_entries(
         entries.append(TimelineEntry(message.created_at, "delivery",
                                      f"{message.channel} {message.event_type} to {message.destination}: "
                                      f"{message.status}", {"message_id": message.message_id}))
+    for appeal in appeals:
+        entries.append(TimelineEntry(appeal.created_at, "appeal", f"appeal {appeal.id} ({appeal.state})",
+                                     {"appeal_id": str(appeal.id)}))
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries

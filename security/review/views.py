@@ -130,4 +130,7 @@ def delete_restriction(account_id: str) -> AccountStatusOut:
 
 
 def init_app(app: Flask) -> None:
+    from security.review import appeals
+
     app.register_blueprint(bp)
+    app.register_blueprint(appeals.bp)

@@ -74,7 +74,7 @@ def test_two_reviewers_approve_the_appeal_and_the_account_is_unlocked(new_page, 
     with page.expect_navigation():
         page.get_by_role("button", name="Approve").click()
     assert page.locator("#approvals").inner_text() == "1 of 2"
-    assert page.locator("#already-reviewed").is_visible()
+    assert page.locator("#four-eyes-note").is_visible()
     assert page.get_by_role("button", name="Approve").count() == 0
     screenshot(page, "appeal-first-approval")
 
@@ -113,7 +113,7 @@ def test_viewer_sees_no_decision_buttons_and_a_forged_decision_is_refused(new_pa
     screenshot(page, "appeal-viewer")
     csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
     forged = page.request.post(f"/console/appeals/{appeal.appeal_id}/decision",
-                               form={"decision": "approve", "expected_version": "1", "csrf_token": csrf})
+                               form={"outcome": "approve", "version": "1", "csrf_token": csrf})
     assert forged.status == 403
     page.reload()
     assert page.locator("#approvals").inner_text() == "0 of 2"

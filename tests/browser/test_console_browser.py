@@ -202,3 +202,86 @@ def test_viewer_reads_a_case_without_decision_buttons(new_page, live_server, clo
     assert forged.status == 403
     page.reload()
     assert page.locator("#account-status").inner_text() == "locked"
+
+
+def api_token(client, op, clock):
+    clock.advance(STEP)
+    response = client.post("/v1/review/tokens", json={
+        "name": op.name, "password": op.password, "totp_code": op.code(clock.now())})
+    return {"Authorization": f"Bearer {response.get_json()['token']}"}
+
+
+def test_two_reviewers_approve_an_appeal_and_the_account_is_unlocked(new_page, live_server, clock, screenshot):
+    import pyotp
+
+    from security.runtime import runtime
+    from tests.review.cases import appeal_waiting_for_review
+
+    rita = live_server.operator("rita", "reviewer", clock)
+    omar = live_server.operator("omar", "reviewer", clock)
+    client = live_server.app.test_client()
+    session = runtime(live_server.app).session_factory()
+    try:
+        case = appeal_waiting_for_review(client, live_server.backend(clock), session, live_server.app,
+                                         api_token(client, rita, clock), "acc-ana")
+    finally:
+        session.close()
+    first = new_page()
+    sign_in(first, rita, clock)
+    with first.expect_navigation():
+        first.get_by_role("link", name="Queue").click()
+    with first.expect_navigation():
+        first.locator("#appeal-queue").get_by_role("link", name=re.compile("^Appeal")).click()
+    assert first.locator("#approvals").inner_text() == "0 of 2"
+    screenshot(first, "appeal")
+    first.get_by_label("Approval note (operators only)").fill("Document matches the file")
+    with first.expect_navigation():
+        first.get_by_role("button", name="Approve").click()
+    assert first.locator("#approvals").inner_text() == "1 of 2"
+    assert first.locator("#appeal-state").inner_text() == "pending_review"
+    # Four-eyes: the first reviewer has no second decision to give.
+    assert first.get_by_role("button", name=re.compile("^(Approve|Reject)$")).count() == 0
+    assert first.locator("#four-eyes-note").is_visible()
+
+    second = new_page()
+    sign_in(second, omar, clock)
+    second.goto(f"/console/appeals/{case['appeal_id']}")
+    second.get_by_label(re.compile("^Reason shown to the user if this approval decides")).fill(
+        "Approved: please set a new password and authenticator.")
+    with second.expect_navigation():
+        second.get_by_role("button", name="Approve").click()
+    assert second.locator("#appeal-state").inner_text() == "approved"
+
+    # The user finishes the required actions with the appeal token; the account is unlocked.
+    user = {"Authorization": f"Bearer {case['token']}"}
+    assert client.post(f"/v1/appeals/{case['appeal_id']}/password", json={"new_password": "a-brand-new-passphrase-71"},
+                       headers=user).status_code == 200
+    secret = client.post(f"/v1/appeals/{case['appeal_id']}/totp", headers=user).get_json()["secret"]
+    assert client.post(f"/v1/appeals/{case['appeal_id']}/totp/confirm",
+                       json={"code": pyotp.TOTP(secret).at(clock.now())}, headers=user).status_code == 200
+    second.goto("/console/accounts/acc-ana")
+    assert second.locator("#account-status").inner_text() == "active"
+
+
+def test_viewer_sees_no_appeal_decision_form(new_page, live_server, clock):
+    from security.runtime import runtime
+    from tests.review.cases import appeal_waiting_for_review
+
+    rita = live_server.operator("rita", "reviewer", clock)
+    vera = live_server.operator("vera", "viewer", clock)
+    client = live_server.app.test_client()
+    session = runtime(live_server.app).session_factory()
+    try:
+        case = appeal_waiting_for_review(client, live_server.backend(clock), session, live_server.app,
+                                         api_token(client, rita, clock), "acc-ana")
+    finally:
+        session.close()
+    page = new_page()
+    sign_in(page, vera, clock)
+    page.goto(f"/console/appeals/{case['appeal_id']}")
+    assert page.locator("#appeal-state").inner_text() == "pending_review"
+    assert page.get_by_role("button", name=re.compile("Approve|Reject|Send")).count() == 0
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    forged = page.request.post(f"/console/appeals/{case['appeal_id']}/decision",
+                               form={"outcome": "approve", "version": "5", "csrf_token": csrf})
+    assert forged.status == 403

@@ -21,9 +21,9 @@ def appeal_page(client, appeal_id):
 
 def post_decision(client, appeal_id, **fields):
     page = appeal_page(client, appeal_id)
-    version = re.search(r'name="expected_version" value="(\d+)"', page)
+    version = re.search(r'name="version" value="(\d+)"', page)
     data = {"csrf_token": csrf(client, f"/console/appeals/{appeal_id}"),
-            "expected_version": version.group(1) if version else "1", **fields}
+            "version": version.group(1) if version else "1", **fields}
     return client.post(f"/console/appeals/{appeal_id}/decision", data=data)
 
 
@@ -58,21 +58,21 @@ def test_two_reviewers_approve_in_the_console_and_one_cannot_twice(
     appeal, _ = ready_for_review(api, client, db_session, settings, clock, "acc-two", LockKind.USER_REPORTED)
     rita, sam = new_operator("rita", "reviewer"), new_operator("sam", "reviewer")
     sign_in(client, rita, clock)
-    first = post_decision(client, appeal.appeal_id, decision="approve", note="document ok")
+    first = post_decision(client, appeal.appeal_id, outcome="approve", note="document ok")
     assert first.status_code == 303
     page = appeal_page(client, appeal.appeal_id)
-    assert 'id="already-reviewed"' in page
+    assert 'id="four-eyes-note"' in page
     assert 'id="approve"' not in page
     # A forged second approval by the same reviewer is refused by the service (four-eyes).
     forged = client.post(f"/console/appeals/{appeal.appeal_id}/decision", data={
-        "csrf_token": csrf(client, f"/console/appeals/{appeal.appeal_id}"), "decision": "approve",
-        "expected_version": str(db_session.get(Appeal, uuid.UUID(appeal.appeal_id)).version)})
+        "csrf_token": csrf(client, f"/console/appeals/{appeal.appeal_id}"), "outcome": "approve",
+        "version": str(db_session.get(Appeal, uuid.UUID(appeal.appeal_id)).version)})
     assert forged.status_code == 409
     assert state_of(db_session, appeal.appeal_id) == "pending_review"
 
     other = app.test_client()
     sign_in(other, sam, clock)
-    assert post_decision(other, appeal.appeal_id, decision="approve").status_code == 303
+    assert post_decision(other, appeal.appeal_id, outcome="approve").status_code == 303
     assert state_of(db_session, appeal.appeal_id) == "approved"
     done = appeal_page(other, appeal.appeal_id)
     assert "reset_password, enroll_totp" in done
@@ -83,17 +83,17 @@ def test_two_reviewers_approve_in_the_console_and_one_cannot_twice(
 def test_reject_needs_the_user_reason_and_keeps_the_lock(api, client, db_session, settings, clock, new_operator):
     appeal, lock = ready_for_review(api, client, db_session, settings, clock, "acc-rej", LockKind.USER_REPORTED)
     sign_in(client, new_operator("rita", "reviewer"), clock)
-    missing = post_decision(client, appeal.appeal_id, decision="reject", note="looks fake")
+    missing = post_decision(client, appeal.appeal_id, outcome="reject", note="looks fake")
     assert missing.status_code == 400
     assert state_of(db_session, appeal.appeal_id) == "pending_review"
-    rejected = post_decision(client, appeal.appeal_id, decision="reject", note="looks fake",
+    rejected = post_decision(client, appeal.appeal_id, outcome="reject", note="looks fake",
                              user_reason="We could not confirm your identity.")
     assert rejected.status_code == 303
     assert state_of(db_session, appeal.appeal_id) == "rejected"
     db_session.expire_all()
     assert db_session.get(Lock, lock.id).status == "active"
     assert appeal.get().get_json()["decision"]["reason"] == "We could not confirm your identity."
-    assert post_decision(client, appeal.appeal_id, decision="maybe").status_code == 422
+    assert post_decision(client, appeal.appeal_id, outcome="maybe").status_code == 422
 
 
 def test_viewer_sees_no_decision_buttons_and_forged_posts_are_refused(
@@ -108,7 +108,7 @@ def test_viewer_sees_no_decision_buttons_and_forged_posts_are_refused(
     assert 'id="reply-form"' not in page
     token = csrf(client, f"/console/appeals/{appeal.appeal_id}")
     forged = client.post(f"/console/appeals/{appeal.appeal_id}/decision",
-                         data={"csrf_token": token, "decision": "approve", "expected_version": "1"})
+                         data={"csrf_token": token, "outcome": "approve", "version": "1"})
     assert forged.status_code == 403
     reply = client.post(f"/console/appeals/{appeal.appeal_id}/messages", data={"csrf_token": token, "body": "x"})
     assert reply.status_code == 403
@@ -119,7 +119,7 @@ def test_posts_without_the_csrf_token_are_refused(api, client, db_session, setti
     appeal, _ = ready_for_review(api, client, db_session, settings, clock, "acc-csrf", LockKind.USER_REPORTED)
     sign_in(client, new_operator("rita", "reviewer"), clock)
     response = client.post(f"/console/appeals/{appeal.appeal_id}/decision",
-                           data={"decision": "approve", "expected_version": "1"})
+                           data={"outcome": "approve", "version": "1"})
     assert response.status_code == 403
     assert state_of(db_session, appeal.appeal_id) == "pending_review"
 

@@ -163,3 +163,31 @@ def test_deny_list_is_read_by_all_and_managed_by_admins(client, clock, new_opera
                                                              "csrf_token": token})
     assert removed.status_code == 303
     assert db_session.scalars(select(DenyListEntry)).all() == []
+
+
+def test_appeal_page_decisions_and_replies(cases, client, api, app, clock, new_operator, db_session):
+    from tests.review.cases import appeal_waiting_for_review
+
+    rita = new_operator("rita", "reviewer")
+    case = appeal_waiting_for_review(client, api, db_session, app, cases.token(rita), "acc-1")
+    sign_in(client, rita, clock)
+    url = f"/console/appeals/{case['appeal_id']}"
+    page = client.get(url).get_data(as_text=True)
+    assert "Record decision" in page
+    token = CSRF.search(page).group(1)
+    version = re.search(r'name="version" value="(\d+)"', page).group(1)
+    no_reason = client.post(f"{url}/decision", data={"outcome": "reject", "version": version, "csrf_token": token})
+    assert no_reason.status_code == 400
+    assert "reason the user can read" in no_reason.get_data(as_text=True)
+    no_outcome = client.post(f"{url}/decision", data={"version": version, "csrf_token": token})
+    assert no_outcome.status_code == 422
+    replied = client.post(f"{url}/messages", data={"body": "Please call us.", "csrf_token": token})
+    assert replied.status_code == 303
+    rejected = client.post(f"{url}/decision", data={
+        "outcome": "reject", "version": str(int(version) + 1), "user_reason": "The document differs.",
+        "csrf_token": token})
+    assert rejected.status_code == 303, rejected.get_data(as_text=True)
+    final = client.get(url).get_data(as_text=True)
+    assert 'id="appeal-state">rejected<' in final
+    assert "Please call us." in final
+    assert "Record decision" not in final

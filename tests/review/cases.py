@@ -52,3 +52,52 @@ class Cases:
         return {"Authorization": f"Bearer {response.get_json()['token']}"}
 
 
+
+
+DOCUMENT = "C01X00T47"
+
+
+def contact_code(session: Any, app: Any, destination: str) -> str:
+    """The code sealed in the newest contact-code message to ``destination`` (what the user would read)."""
+    import json
+
+    from sqlalchemy import select
+
+    from security.delivery.outbox import OutboxMessage
+    from security.runtime import runtime
+
+    sealed = session.scalars(
+        select(OutboxMessage.sealed).where(OutboxMessage.event_type == "contact_code",
+                                           OutboxMessage.destination == destination)
+        .order_by(OutboxMessage.id.desc())
+    ).first()
+    assert sealed, f"no contact code sent to {destination}"
+    return str(json.loads(runtime(app).secret_box.decrypt(sealed))["code"])
+
+
+def appeal_waiting_for_review(client: Any, api: Any, session: Any, app: Any, headers: dict[str, str],
+                              account_id: str) -> dict[str, str]:
+    """An operator lock, appealed by its owner who proves contact and identity: it waits for two reviewers.
+
+    Returns the appeal id, its token (the user's) and the lock id.
+    """
+    email = f"{account_id}@example.com"
+    assert api.put(f"/v1/accounts/{account_id}", json={
+        "email": email, "home_country": "DE", "identity_document": DOCUMENT}).status_code in (200, 201)
+    assert api.put(f"/v1/accounts/{account_id}/password", json={"password": "first-owner-passphrase-93"}
+                   ).status_code == 204
+    lock = client.post(f"/v1/review/accounts/{account_id}/locks", json={"note": "fraud report by phone"},
+                       headers=headers).get_json()
+    started = client.post("/v1/appeals", json={"identifier": account_id, "statement": "It was me, honestly."})
+    assert started.status_code == 202, started.get_json()
+    appeal_id, token = started.get_json()["appeal_id"], started.get_json()["appeal_token"]
+    user = {"Authorization": f"Bearer {token}"}
+    session.expire_all()
+    code = contact_code(session, app, email)
+    # End the read at once: on SQLite every transaction holds the write lock the next requests need.
+    session.commit()
+    for body in ({"method": "contact_code", "code": code}, {"method": "identity_document", "document": DOCUMENT}):
+        response = client.post(f"/v1/appeals/{appeal_id}/verifications", json=body, headers=user)
+        assert response.status_code == 200, response.get_json()
+    assert response.get_json()["state"] == "pending_review"
+    return {"appeal_id": appeal_id, "token": token, "lock_id": lock["lock_id"]}

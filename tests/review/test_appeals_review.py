@@ -73,13 +73,13 @@ def test_four_eyes_one_reviewer_twice_is_409_two_reviewers_approve(
 ):
     appeal, lock = ready_for_review(api, client, db_session, settings, clock, "acc-4eyes", LockKind.USER_REPORTED)
     seen = case(client, ops["alice"], appeal.appeal_id)
-    assert (seen["approvals"], seen["approvals_required"]) == (0, 2)
+    assert (seen["approvals_given"], seen["approvals_required"]) == (0, 2)
 
     first = decide(client, ops["alice"], appeal.appeal_id, approve=True, note="document matches",
                    expected_version=seen["version"])
     assert first.status_code == 200, first.get_json()
     assert first.get_json()["state"] == "pending_review"
-    assert first.get_json()["approvals"] == 1
+    assert first.get_json()["approvals_given"] == 1
 
     again = decide(client, ops["alice"], appeal.appeal_id, approve=True, expected_version=first.get_json()["version"])
     assert again.status_code == 409
@@ -186,7 +186,8 @@ def test_case_shows_statement_verifications_needs_lock_reasons_and_conversation(
     sent = client.post(f"{REVIEW}/{appeal.appeal_id}/messages", json={"body": "Please upload your ID number."},
                        headers=ops["alice"])
     assert sent.status_code == 201, sent.get_json()
-    assert sent.get_json()["author"] == "operator"
+    assert sent.get_json()["messages"][-1]["author"] == "operator"
+    assert sent.get_json()["messages"][-1]["author_id"] == operator_id(db_session, "alice")
     user_view = appeal.get().get_json()
     assert [(m["author"], m["body"]) for m in user_view["messages"]] == [
         ("user", "My phone was stolen on Monday."), ("operator", "Please upload your ID number.")]
@@ -216,6 +217,7 @@ def test_queue_puts_review_first_then_risk_then_age_with_filters_and_pages(
     assert [i["appeal_id"] for i in listed["items"]] == [waiting.appeal_id, risky.appeal_id, old.appeal_id]
     assert listed["total"] == 3
     assert listed["items"][1]["score"] == 100
+    assert (listed["items"][0]["approvals_given"], listed["items"][0]["approvals_required"]) == (0, 2)
     assert listed["items"][0]["state"] == "pending_review"
     by_age = client.get(f"{REVIEW}?order=age", headers=ops["vera"]).get_json()
     assert [i["appeal_id"] for i in by_age["items"]] == [waiting.appeal_id, old.appeal_id, risky.appeal_id]
@@ -304,7 +306,7 @@ def test_simultaneous_decisions_have_one_winner(live_app, clock):
     body = {"approve": True, "expected_version": version}
     assert race(live_app, [("post", url, {"json": body, "headers": h}) for h in headers]) == [200, 409]
     after = case(user, headers[0], appeal.appeal_id)
-    assert (after["state"], after["approvals"], len(after["reviews"])) == ("pending_review", 1, 1)
+    assert (after["state"], after["approvals_given"], len(after["reviews"])) == ("pending_review", 1, 1)
 
 
 def test_a_claim_on_the_lock_shows_on_its_appeal(api, client, db_session, settings, clock, ops):
