@@ -66,6 +66,7 @@ CHART_SOURCES: list[ChartSource] = [
     review_charts.locks_per_day,
     review_charts.blocks_per_day,
     review_charts.reviews_per_day,
+    review_charts.appeal_decisions_per_day,
     review_charts.queue_age,
     review_charts.rule_hits,
     accounts_by_status,

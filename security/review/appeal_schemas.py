@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from security.appeals.schemas import MAX_TEXT
 from security.appeals.states import AppealState
@@ -30,7 +30,9 @@ class DecisionIn(Strict):
     note: str | None = Field(default=None, max_length=NOTE_MAX, description="Internal: operators only")
     user_reason: str | None = Field(default=None, max_length=NOTE_MAX,
                                     description="Shown to the user; required to reject")
-    expected_version: int = Field(ge=1, description="The appeal version you reviewed: a change since gives 409")
+    # ``version`` is accepted too: the name the lock unlock body (UnlockIn) uses for the same idea.
+    expected_version: int = Field(ge=1, validation_alias=AliasChoices("expected_version", "version"),
+                                  description="The appeal version you reviewed: a change since gives 409")
 
 
 class ReplyIn(Strict):

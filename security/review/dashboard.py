@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from security.appeals.models import AppealReview
 from security.console.charts import Chart, age_histogram, per_day, top_counts, window_start
 from security.locks.models import Lock
 from security.locks.states import LockStatus
@@ -66,3 +67,10 @@ def rule_hits(session: Session, now: datetime) -> Chart:
     return Chart(key="rule-hits", title=f"Rule hits (last {DAYS} days, top {TOP_RULES})",
                  points=top_counts(counts, limit=TOP_RULES), unit="hits",
                  note="Shadow-mode hits are included: they show what a rule would do before it counts.")
+
+
+def appeal_decisions_per_day(session: Session, now: datetime) -> Chart:
+    instants = session.scalars(select(AppealReview.created_at).where(AppealReview.created_at >= _since(now)))
+    return Chart(key="appeal-decisions-per-day", title=f"Operator decisions on appeals per day (last {DAYS} days)",
+                 points=per_day(instants, last_day=now.date(), days=DAYS), unit="decisions",
+                 note="Each reviewer's approval or rejection counts: a four-eyes appeal gives two.")

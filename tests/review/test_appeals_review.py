@@ -327,3 +327,15 @@ def test_decoy_appeals_are_no_cases(client, ops):
     refused = decide(client, ops["alice"], decoy.appeal_id, approve=True, expected_version=body["version"])
     assert refused.status_code == 409
     assert refused.get_json()["code"] == "appeal_not_reviewable"
+
+
+def test_decision_version_may_be_sent_as_version_and_is_required(api, client, db_session, settings, clock, ops):
+    appeal, _ = ready_for_review(api, client, db_session, settings, clock, "acc-alias", LockKind.USER_REPORTED)
+    seen = case(client, ops["alice"], appeal.appeal_id)
+    missing = decide(client, ops["alice"], appeal.appeal_id, approve=True)
+    assert missing.status_code == 422
+    accepted = decide(client, ops["alice"], appeal.appeal_id, approve=True, version=seen["version"])
+    assert accepted.status_code == 200, accepted.get_json()
+    assert accepted.get_json()["approvals_given"] == 1
+    schema = client.get("/openapi.json").get_json()["components"]["schemas"]["DecisionIn"]
+    assert "expected_version" in schema["required"]

@@ -21,17 +21,17 @@ def test_appeal_queue_detail_and_four_eyes_approval(cases, client, api, app, db_
     detail = client.get(f"/v1/review/appeals/{appeal_id}", headers=rita_h).get_json()
     assert [v["method"] for v in detail["verifications"]] == ["contact_code", "identity_document"]
     url = f"/v1/review/appeals/{appeal_id}/decision"
-    first = client.post(url, json={"approve": True, "expected_version": detail["version"], "note": "document matches"},
+    first = client.post(url, json={"approve": True, "version": detail["version"], "note": "document matches"},
                         headers=rita_h)
     assert first.status_code == 200, first.get_json()
     assert (first.get_json()["state"], first.get_json()["approvals_given"]) == ("pending_review", 1)
     # Four-eyes: the same reviewer cannot give the second approval.
-    again = client.post(url, json={"approve": True, "expected_version": first.get_json()["version"]}, headers=rita_h)
+    again = client.post(url, json={"approve": True, "version": first.get_json()["version"]}, headers=rita_h)
     assert again.status_code == 409
     assert again.get_json()["code"] == "four_eyes_violation"
-    stale = client.post(url, json={"approve": True, "expected_version": detail["version"]}, headers=omar_h)
+    stale = client.post(url, json={"approve": True, "version": detail["version"]}, headers=omar_h)
     assert stale.status_code == 409
-    second = client.post(url, json={"approve": True, "expected_version": first.get_json()["version"],
+    second = client.post(url, json={"approve": True, "version": first.get_json()["version"],
                                     "user_reason": "Thanks, please reset your password."}, headers=omar_h)
     assert second.status_code == 200, second.get_json()
     body = second.get_json()
@@ -61,12 +61,12 @@ def test_rejection_needs_a_reason_and_viewers_cannot_decide(cases, client, api, 
     case = appeal_waiting_for_review(client, api, db_session, app, rita_h, "acc-1")
     url = f"/v1/review/appeals/{case['appeal_id']}/decision"
     version = client.get(f"/v1/review/appeals/{case['appeal_id']}", headers=vera_h).get_json()["version"]
-    assert client.post(url, json={"approve": True, "expected_version": version}, headers=vera_h).status_code == 403
-    no_reason = client.post(url, json={"approve": False, "expected_version": version}, headers=rita_h)
+    assert client.post(url, json={"approve": True, "version": version}, headers=vera_h).status_code == 403
+    no_reason = client.post(url, json={"approve": False, "version": version}, headers=rita_h)
     assert no_reason.status_code == 400
     assert no_reason.get_json()["code"] == "user_reason_required"
-    rejected = client.post(url, json={"approve": False, "expected_version": version,
-                                      "user_reason": "Documents differ."}, headers=rita_h)
+    rejected = client.post(url, json={"approve": False, "version": version, "user_reason": "Documents differ."},
+                           headers=rita_h)
     assert rejected.status_code == 200
     assert rejected.get_json()["state"] == "rejected"
     assert db_session.get(Account, "acc-1").status == "locked"
@@ -74,3 +74,17 @@ def test_rejection_needs_a_reason_and_viewers_cannot_decide(cases, client, api, 
                           headers=rita_h)
     assert replied.status_code == 201
     assert replied.get_json()["messages"][-1]["body"] == "Call us."
+
+
+def test_dashboard_counts_appeal_decisions(cases, client, api, app, db_session):
+    from security.review.dashboard import appeal_decisions_per_day
+
+    rita = cases.operator("rita", "reviewer")
+    rita_h = cases.token(rita)
+    case = appeal_waiting_for_review(client, api, db_session, app, rita_h, "acc-1")
+    version = client.get(f"/v1/review/appeals/{case['appeal_id']}", headers=rita_h).get_json()["version"]
+    client.post(f"/v1/review/appeals/{case['appeal_id']}/decision", json={"approve": True, "version": version},
+                headers=rita_h)
+    chart = appeal_decisions_per_day(db_session, cases.clock.now())
+    assert chart.points[-1] == (cases.clock.now().date().isoformat(), 1.0)
+    assert chart.total == 1
