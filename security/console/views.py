@@ -17,7 +17,7 @@ from security.console.charts import bar_chart_svg
 from security.console.dashboard import build_dashboard
 from security.console.formatting import humanize_age, utc
 from security.crypto import constant_time_equals
-from security.errors import FoxguardError
+from security.errors import FoxguardError, InvalidInput
 from security.operators.auth import (
     CSRF_FIELD,
     SAFE_METHODS,
@@ -177,6 +177,18 @@ def clients_create() -> tuple[str, int]:
 def clients_revoke(name: str) -> BaseResponse:
     _client_service().revoke(name, actor=actor_of(current_operator()))
     return redirect(url_for("console.clients"), code=303)
+
+
+NUL = "\x00"
+
+
+@bp.before_request
+def _refuse_nul_characters() -> None:
+    """PostgreSQL text cannot hold U+0000: refuse it in any form field or query parameter (422, not 500)."""
+    for source in (request.args, request.form):
+        for key, value in source.items(multi=True):
+            if NUL in key or NUL in value:
+                raise InvalidInput("Form fields and parameters may not contain NUL characters.")
 
 
 @bp.errorhandler(FoxguardError)

@@ -17,9 +17,10 @@ MAX_PASSWORD_CHARS = 1024
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64, examples=["alice"])
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
-    totp_code: str = Field(min_length=1, max_length=16, examples=["123456"])
+    # No NUL characters anywhere (PostgreSQL text cannot hold them: a 422, never a 500).
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00]+$", examples=["alice"])
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS, pattern=r"^[^\x00]+$")
+    totp_code: str = Field(min_length=1, max_length=16, pattern=r"^[^\x00]+$", examples=["123456"])
 
 
 class OperatorOut(BaseModel):

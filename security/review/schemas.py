@@ -18,6 +18,7 @@ from security.review.services import (
     QueueOrder,
     Timeline,
 )
+from security.types import ACCOUNT_ID_PATTERN
 
 NOTE_MAX = 2000
 
@@ -30,7 +31,7 @@ class QueueQuery(Strict):
     kind: LockKind | None = None
     status: LockStatus | None = Field(default=None, description="active or awaiting_actions (released never shows)")
     min_score: int | None = Field(default=None, ge=0, le=100)
-    account_id: str | None = Field(default=None, max_length=64)
+    account_id: str | None = Field(default=None, pattern=ACCOUNT_ID_PATTERN)
     claimed: ClaimFilter = ClaimFilter.ANY
     order: QueueOrder = QueueOrder.RISK
     page: int = Field(default=1, ge=1, le=100_000)

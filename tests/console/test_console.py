@@ -272,3 +272,13 @@ def test_console_sessions_and_api_tokens_are_not_interchangeable(client, clock, 
         "name": "alice", "password": op.password, "totp_code": op.code(clock.now())}).get_json()["token"]
     client.set_cookie(SESSION_COOKIE, api_token)
     assert client.get("/console/").status_code == 303
+
+
+def test_nul_characters_are_refused_not_crashed_on(client, clock, new_operator):
+    client.get("/console/sign-in")
+    response = client.post("/console/sign-in", data={
+        "name": "al\x00ice", "password": "x", "totp_code": "123456",
+        "csrf_token": client.get_cookie(SIGNIN_COOKIE).value})
+    assert response.status_code == 422
+    api = client.post("/v1/review/tokens", json={"name": "al\x00ice", "password": "x", "totp_code": "123456"})
+    assert api.status_code == 422
