@@ -12,13 +12,17 @@ from security.appeals.states import AppealState
 from security.locks.states import LockKind
 from security.review.appeal_cases import MAX_APPEAL_PAGE_SIZE, AppealCase, AppealItem, AppealOrder, AppealPage
 from security.review.schemas import NOTE_MAX, LockOut, Strict
+from security.types import ACCOUNT_ID_PATTERN
+
+NO_NUL = r"^[^\x00]*$"
+"""PostgreSQL text cannot hold U+0000: refused as input (422), never a 500 at commit."""
 
 
 class AppealQuery(Strict):
     state: AppealState | None = Field(default=None, description="Only this state (default: every open state)")
     include_closed: bool = Field(default=False, description="Also rejected, released, expired and withdrawn")
     kind: LockKind | None = None
-    account_id: str | None = Field(default=None, max_length=64)
+    account_id: str | None = Field(default=None, pattern=ACCOUNT_ID_PATTERN)
     min_score: int | None = Field(default=None, ge=0, le=100)
     order: AppealOrder = AppealOrder.RISK
     page: int = Field(default=1, ge=1, le=100_000)
@@ -27,8 +31,8 @@ class AppealQuery(Strict):
 
 class DecisionIn(Strict):
     approve: bool
-    note: str | None = Field(default=None, max_length=NOTE_MAX, description="Internal: operators only")
-    user_reason: str | None = Field(default=None, max_length=NOTE_MAX,
+    note: str | None = Field(default=None, max_length=NOTE_MAX, pattern=NO_NUL, description="Internal: operators only")
+    user_reason: str | None = Field(default=None, max_length=NOTE_MAX, pattern=NO_NUL,
                                     description="Shown to the user; required to reject")
     # ``version`` is accepted too: the name the lock unlock body (UnlockIn) uses for the same idea.
     expected_version: int = Field(ge=1, validation_alias=AliasChoices("expected_version", "version"),
@@ -36,7 +40,8 @@ class DecisionIn(Strict):
 
 
 class ReplyIn(Strict):
-    body: str = Field(min_length=1, max_length=MAX_TEXT, description="Shown to the user with the appeal")
+    body: str = Field(min_length=1, max_length=MAX_TEXT, pattern=NO_NUL,
+                      description="Shown to the user with the appeal")
 
 
 class AppealItemOut(BaseModel):

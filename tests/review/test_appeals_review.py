@@ -339,3 +339,16 @@ def test_decision_version_may_be_sent_as_version_and_is_required(api, client, db
     assert accepted.get_json()["approvals_given"] == 1
     schema = client.get("/openapi.json").get_json()["components"]["schemas"]["DecisionIn"]
     assert "expected_version" in schema["required"]
+
+
+def test_nul_characters_are_refused_before_anything_is_written(api, client, db_session, settings, clock, ops):
+    appeal, _ = ready_for_review(api, client, db_session, settings, clock, "acc-nul", LockKind.USER_REPORTED)
+    version = case(client, ops["alice"], appeal.appeal_id)["version"]
+    for body in ({"approve": False, "user_reason": "no\x00", "expected_version": version},
+                 {"approve": True, "note": "\x00", "expected_version": version}):
+        assert decide(client, ops["alice"], appeal.appeal_id, **body).status_code == 422
+    reply = client.post(f"{REVIEW}/{appeal.appeal_id}/messages", json={"body": "hi\x00"}, headers=ops["alice"])
+    assert reply.status_code == 422
+    assert client.get(f"{REVIEW}?account_id=a%00b", headers=ops["vera"]).status_code == 422
+    after = case(client, ops["alice"], appeal.appeal_id)
+    assert (after["version"], after["reviews"], len(after["messages"])) == (version, [], 2)
