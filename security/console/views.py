@@ -229,6 +229,6 @@ def init_app(app: Flask) -> None:
 
 
 # The case pages register their routes on ``bp``; imported last because they use the names above.
-from security.console import cases, denylist  # noqa: E402
+from security.console import appeals, cases, denylist  # noqa: E402
 
-__all__ = ["NAV_ITEMS", "SAFE_METHODS", "NavItem", "bp", "cases", "denylist", "init_app", "safe_next"]
+__all__ = ["NAV_ITEMS", "SAFE_METHODS", "NavItem", "appeals", "bp", "cases", "denylist", "init_app", "safe_next"]

@@ -25,13 +25,16 @@ class Permission(StrEnum):
     CASES_CLAIM = "review:cases:claim"
     LOCKS_WRITE = "review:locks:write"
     APPEALS_DECIDE = "review:appeals:decide"
+    APPEALS_REPLY = "review:appeals:reply"
     OPERATORS_MANAGE = "admin:operators:manage"
     CLIENTS_MANAGE = "admin:clients:manage"
     DENYLIST_MANAGE = "admin:denylist:manage"
 
 
 _VIEWER = frozenset({Permission.CASES_READ})
-_REVIEWER = _VIEWER | {Permission.CASES_CLAIM, Permission.LOCKS_WRITE, Permission.APPEALS_DECIDE}
+_REVIEWER = _VIEWER | {
+    Permission.CASES_CLAIM, Permission.LOCKS_WRITE, Permission.APPEALS_DECIDE, Permission.APPEALS_REPLY,
+}
 # Admins keep the reviewer's powers: a small team must not be blocked when only admins are on duty.
 _ADMIN = _REVIEWER | {Permission.OPERATORS_MANAGE, Permission.CLIENTS_MANAGE, Permission.DENYLIST_MANAGE}
 

@@ -1,169 +1,112 @@
-"""``/v1/review/appeals...``: the operators' side of appeals (queue, detail, decisions with four-eyes, replies).
+"""HTTP: ``/v1/review/appeals`` — operators list, read, decide and answer appeals.
 
-The appeals slice owns the rules (``AppealService.decide``: versioned, one decision per operator, so the
-same person can never give both approvals of a four-eyes kind); this module authenticates the operator,
-checks ``review:appeals:decide`` in the one place (``OperatorBearer``) and shapes the answers.
+Decisions and replies go through the appeals slice's service API (four-eyes, versions, audit with the
+operator's id, webhooks); permissions are checked by ``OperatorBearer`` (the one ``authorize``).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from flask import Blueprint
-from pydantic import BaseModel, ConfigDict, Field
 
-from security.appeals.models import Appeal
 from security.appeals.services import AppealService
+from security.appeals.states import ActorKind
 from security.appeals.views import appeal_service
+from security.errors import Conflict
 from security.locks.models import Lock
 from security.operators.auth import OperatorBearer, current_operator
+from security.operators.models import Operator
 from security.operators.policy import Permission
+from security.operators.services import actor_of
+from security.review.appeal_cases import MAX_APPEAL_PAGE_SIZE, AppealCases, AppealFilter
+from security.review.appeal_schemas import (
+    AppealCaseOut,
+    AppealListOut,
+    AppealQuery,
+    DecisionIn,
+    ReplyIn,
+)
 from security.web.api import operation
-from security.web.deps import deps
+from security.web.deps import Deps, deps
 
-bp = Blueprint("review_appeals", __name__)
+bp = Blueprint("review_appeals", __name__)  # registered by ``security.review.views.init_app``
 TAGS = ["review"]
-APPEAL_QUEUE_LIMIT = 100
-NOTE_MAX = 2000
+APPEAL_QUEUE_LIMIT = MAX_APPEAL_PAGE_SIZE
+"""Appeals shown above the lock queue in the console (all waiting ones, up to a page)."""
 
 
-class AppealSummaryOut(BaseModel):
-    appeal_id: uuid.UUID
-    account_id: str | None
-    lock_id: uuid.UUID | None
-    lock_reference: str | None
-    lock_kind: str | None
-    state: str
-    created_at: datetime
-    updated_at: datetime
-    approvals_required: int | None
-    approvals_given: int | None
-    version: int = Field(description="Send it back with a decision: a change since then gives 409")
+class NotACase(Conflict):
+    code = "appeal_not_a_case"
+    title = "This appeal names no locked account; there is nobody to answer"
 
 
-class ReviewOut(BaseModel):
-    operator_id: str
-    approve: bool
-    note: str | None
-    user_reason: str | None
-    created_at: datetime
+def appeal_cases(d: Deps, service: AppealService | None = None) -> AppealCases:
+    return AppealCases(d.session, clock=d.clock, appeals=service or appeal_service(d))
 
 
-class AppealHistoryOut(BaseModel):
-    at: datetime
-    actor: str
-    event: str
-    from_state: str
-    to_state: str
-    note: str | None
-
-
-class AppealMessageOut(BaseModel):
-    author: str
-    body: str
-    created_at: datetime
-
-
-class AppealDetailOut(AppealSummaryOut):
-    verifications: list[str]
-    actions_left: list[str]
-    decision_reason: str | None
-    reviews: list[ReviewOut]
-    history: list[AppealHistoryOut]
-    messages: list[AppealMessageOut]
-
-
-class AppealQueueOut(BaseModel):
-    items: list[AppealSummaryOut]
-
-
-class DecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    approve: bool
-    version: int = Field(ge=1, description="The appeal version you reviewed")
-    note: str | None = Field(default=None, max_length=NOTE_MAX, description="Internal, for operators only")
-    user_reason: str | None = Field(default=None, max_length=NOTE_MAX,
-                                    description="Shown to the user; required to reject")
-
-
-class ReplyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    body: str = Field(min_length=1, max_length=NOTE_MAX)
-
-
-def summary(service: AppealService, appeal: Appeal) -> AppealSummaryOut:
-    lock = service_lock(appeal)
-    needed = service.snapshot(appeal).needed
-    return AppealSummaryOut(
-        appeal_id=appeal.id, account_id=appeal.account_id, lock_id=appeal.lock_id,
-        lock_reference=lock.reference if lock else None, lock_kind=appeal.lock_kind, state=appeal.state,
-        created_at=appeal.created_at, updated_at=appeal.updated_at, approvals_required=needed.approvals_required,
-        approvals_given=needed.approvals_given, version=appeal.version,
+def appeal_filter(query: AppealQuery) -> AppealFilter:
+    return AppealFilter(
+        state=query.state, include_closed=query.include_closed, kind=query.kind, account_id=query.account_id or None,
+        min_score=query.min_score, order=query.order, page=query.page, per_page=query.per_page,
     )
 
 
-def service_lock(appeal: Appeal) -> Lock | None:
-    return deps().session.get(Lock, appeal.lock_id) if appeal.lock_id else None
+def decide(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: DecisionIn) -> AppealCaseOut:
+    """Record the operator's decision (shared by the API and the console) and return the case after it."""
+    service = appeal_service(d)
+    service.decide(appeal_id, str(operator.id), body.approve, body.note or None, body.user_reason or None,
+                   body.expected_version)
+    return AppealCaseOut.of(appeal_cases(d, service).case(appeal_id))
 
 
-def detail(service: AppealService, appeal: Appeal) -> AppealDetailOut:
-    snapshot = service.snapshot(appeal)
-    return AppealDetailOut(
-        **summary(service, appeal).model_dump(),
-        verifications=[method for method, _ in snapshot.verifications],
-        actions_left=list(service.actions_left(appeal)),
-        decision_reason=appeal.decision_reason,
-        reviews=[ReviewOut(operator_id=r.operator_id, approve=r.approve, note=r.note, user_reason=r.user_reason,
-                           created_at=r.created_at) for r in service.reviews(appeal)],
-        history=[AppealHistoryOut(at=h.at, actor=h.actor, event=h.event, from_state=h.from_state,
-                                  to_state=h.to_state, note=h.note) for h in service.history(appeal)],
-        messages=[AppealMessageOut(author=m.author, body=m.body, created_at=m.created_at)
-                  for m in snapshot.messages],
-    )
+def reply(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: ReplyIn) -> AppealCaseOut:
+    """Post the operator's message to the user (shared by the API and the console); return the case after it."""
+    service = appeal_service(d)
+    if service.get(appeal_id).is_decoy:
+        raise NotACase()
+    service.reply(appeal_id, str(operator.id), body.body)
+    return AppealCaseOut.of(appeal_cases(d, service).case(appeal_id))
+
+
+def close_appeal_of(d: Deps, lock: Lock, operator: Operator) -> None:
+    """After a manual unlock: close the lock's open appeal now (not when the user next looks)."""
+    appeal_service(d).on_lock_released(lock.id, actor=actor_of(operator), actor_kind=ActorKind.OPERATOR)
 
 
 @operation(
-    bp, "/v1/review/appeals", response=AppealQueueOut, auth=OperatorBearer(Permission.CASES_READ), tags=TAGS,
-    summary="Appeals waiting for an operator's review, oldest first",
+    bp, "/v1/review/appeals", query=AppealQuery, response=AppealListOut, auth=OperatorBearer(Permission.CASES_READ),
+    summary="Appeals: waiting for review first, then by risk and age; filters and pagination", tags=TAGS,
 )
-def appeal_queue() -> AppealQueueOut:
-    service = appeal_service(deps())
-    return AppealQueueOut(items=[summary(service, a) for a in service.review_queue(limit=APPEAL_QUEUE_LIMIT)])
+def list_appeals(query: AppealQuery) -> AppealListOut:
+    return AppealListOut.of(appeal_cases(deps()).queue(appeal_filter(query)))
 
 
 @operation(
-    bp, "/v1/review/appeals/<uuid:appeal_id>", response=AppealDetailOut, auth=OperatorBearer(Permission.CASES_READ),
-    tags=TAGS, summary="One appeal: verifications, reviews, history and the conversation",
-    errors={404: "No such appeal"},
+    bp, "/v1/review/appeals/<uuid:appeal_id>", response=AppealCaseOut, auth=OperatorBearer(Permission.CASES_READ),
+    summary="An appeal: statement, verifications, what is still needed, messages, reviews, the lock",
+    tags=TAGS, errors={404: "No such appeal"},
 )
-def appeal_detail(appeal_id: uuid.UUID) -> AppealDetailOut:
-    service = appeal_service(deps())
-    return detail(service, service.get(appeal_id))
+def get_appeal(appeal_id: uuid.UUID) -> AppealCaseOut:
+    return AppealCaseOut.of(appeal_cases(deps()).case(appeal_id))
 
 
 @operation(
-    bp, "/v1/review/appeals/<uuid:appeal_id>/decision", method="POST", body=DecisionIn, response=AppealDetailOut,
+    bp, "/v1/review/appeals/<uuid:appeal_id>/decision", method="POST", body=DecisionIn, response=AppealCaseOut,
     auth=OperatorBearer(Permission.APPEALS_DECIDE), tags=TAGS,
-    summary="Approve or reject an appeal (four-eyes kinds need two different operators)",
-    errors={404: "No such appeal", 409: "Changed since you read it, not waiting for review, or you already decided",
-            400: "A rejection needs a user_reason"},
+    summary="Approve or reject an appeal (four-eyes where the lock kind asks: a second, different reviewer)",
+    errors={400: "Rejection without user_reason", 404: "No such appeal",
+            409: "Changed since you read it (expected_version), not waiting for review, or you already reviewed it"},
 )
-def decide_appeal(appeal_id: uuid.UUID, body: DecisionIn) -> AppealDetailOut:
-    service = appeal_service(deps())
-    appeal = service.decide(appeal_id, str(current_operator().id), body.approve, body.note, body.user_reason,
-                            body.version)
-    return detail(service, appeal)
+def post_decision(appeal_id: uuid.UUID, body: DecisionIn) -> AppealCaseOut:
+    return decide(deps(), appeal_id, current_operator(), body)
 
 
 @operation(
-    bp, "/v1/review/appeals/<uuid:appeal_id>/messages", method="POST", body=ReplyIn, response=AppealDetailOut,
-    status=201, auth=OperatorBearer(Permission.APPEALS_DECIDE), tags=TAGS,
-    summary="Write to the user in the appeal's conversation (kept on the record)", errors={404: "No such appeal"},
+    bp, "/v1/review/appeals/<uuid:appeal_id>/messages", method="POST", body=ReplyIn, response=AppealCaseOut,
+    status=201, auth=OperatorBearer(Permission.APPEALS_REPLY), tags=TAGS,
+    summary="Answer the user (the message is shown with the appeal); returns the case",
+    errors={404: "No such appeal", 409: "Too many messages, or the appeal names no locked account"},
 )
-def reply_appeal(appeal_id: uuid.UUID, body: ReplyIn) -> AppealDetailOut:
-    service = appeal_service(deps())
-    service.reply(appeal_id, str(current_operator().id), body.body)
-    return detail(service, service.get(appeal_id))
+def post_message(appeal_id: uuid.UUID, body: ReplyIn) -> tuple[AppealCaseOut, int]:
+    return reply(deps(), appeal_id, current_operator(), body), 201

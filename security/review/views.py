@@ -9,6 +9,7 @@ from flask import Blueprint, Flask
 from security.locks.services import LockService
 from security.operators.auth import OperatorBearer, current_operator
 from security.operators.policy import Permission
+from security.review.appeals import close_appeal_of
 from security.review.schemas import (
     AccountStatusOut,
     ClaimOut,
@@ -103,6 +104,7 @@ def post_unlock(lock_id: uuid.UUID, body: UnlockIn) -> LockOut:
     lock = review_service(deps()).unlock(
         lock_id, operator=current_operator(), note=body.note, expected_version=body.version
     )
+    close_appeal_of(deps(), lock, current_operator())
     return LockOut.of(lock)
 
 

@@ -234,23 +234,22 @@ def test_two_reviewers_approve_an_appeal_and_the_account_is_unlocked(new_page, l
         first.locator("#appeal-queue").get_by_role("link", name=re.compile("^Appeal")).click()
     assert first.locator("#approvals").inner_text() == "0 of 2"
     screenshot(first, "appeal")
-    first.get_by_label("Approve").check()
-    first.get_by_label("Internal note").fill("Document matches the file")
+    first.get_by_label("Approval note (operators only)").fill("Document matches the file")
     with first.expect_navigation():
-        first.get_by_role("button", name="Record decision").click()
+        first.get_by_role("button", name="Approve").click()
     assert first.locator("#approvals").inner_text() == "1 of 2"
     assert first.locator("#appeal-state").inner_text() == "pending_review"
     # Four-eyes: the first reviewer has no second decision to give.
-    assert first.get_by_role("button", name="Record decision").count() == 0
+    assert first.get_by_role("button", name=re.compile("^(Approve|Reject)$")).count() == 0
     assert first.locator("#four-eyes-note").is_visible()
 
     second = new_page()
     sign_in(second, omar, clock)
     second.goto(f"/console/appeals/{case['appeal_id']}")
-    second.get_by_label("Approve").check()
-    second.get_by_label("Reason shown to the user").fill("Approved: please set a new password and authenticator.")
+    second.get_by_label(re.compile("^Reason shown to the user if this approval decides")).fill(
+        "Approved: please set a new password and authenticator.")
     with second.expect_navigation():
-        second.get_by_role("button", name="Record decision").click()
+        second.get_by_role("button", name="Approve").click()
     assert second.locator("#appeal-state").inner_text() == "approved"
 
     # The user finishes the required actions with the appeal token; the account is unlocked.
@@ -281,7 +280,7 @@ def test_viewer_sees_no_appeal_decision_form(new_page, live_server, clock):
     sign_in(page, vera, clock)
     page.goto(f"/console/appeals/{case['appeal_id']}")
     assert page.locator("#appeal-state").inner_text() == "pending_review"
-    assert page.get_by_role("button", name=re.compile("Record decision|Send")).count() == 0
+    assert page.get_by_role("button", name=re.compile("Approve|Reject|Send")).count() == 0
     csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
     forged = page.request.post(f"/console/appeals/{case['appeal_id']}/decision",
                                form={"outcome": "approve", "version": "5", "csrf_token": csrf})

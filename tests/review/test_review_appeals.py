@@ -19,7 +19,7 @@ def test_appeal_queue_detail_and_four_eyes_approval(cases, client, api, app, db_
     assert (queue[0]["approvals_required"], queue[0]["approvals_given"]) == (2, 0)
     assert queue[0]["lock_kind"] == "operator"
     detail = client.get(f"/v1/review/appeals/{appeal_id}", headers=rita_h).get_json()
-    assert detail["verifications"] == ["contact_code", "identity_document"]
+    assert [v["method"] for v in detail["verifications"]] == ["contact_code", "identity_document"]
     url = f"/v1/review/appeals/{appeal_id}/decision"
     first = client.post(url, json={"approve": True, "version": detail["version"], "note": "document matches"},
                         headers=rita_h)

@@ -1,0 +1,204 @@
+"""Appeals as operator cases: the appeal queue and everything one case page shows.
+
+No Flask, never commits. Decisions, replies and state changes go through the appeals slice's
+``AppealService`` (transition table, four-eyes, audit, webhooks); this module only reads and assembles.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from security.appeals.models import Appeal, AppealHistory, AppealMessage, AppealReview, AppealVerification
+from security.appeals.services import AppealService, Needed
+from security.appeals.states import OPEN_STATES, AppealState
+from security.clock import Clock
+from security.locks.models import Lock
+from security.operators.models import Operator
+from security.review.models import CaseClaim
+from security.risk.models import Assessment
+
+MAX_APPEAL_PAGE_SIZE = 100
+STATEMENT_AUTHOR = "user"
+"""The statement is the user's first message (``AppealService.submit`` stores it that way)."""
+
+
+class AppealOrder(StrEnum):
+    RISK = "risk"  # pending_review first, then the highest score, then the oldest
+    AGE = "age"  # pending_review first, then the oldest
+
+
+@dataclass(frozen=True)
+class AppealFilter:
+    state: AppealState | None = None
+    include_closed: bool = False
+    kind: str | None = None
+    account_id: str | None = None
+    min_score: int | None = None
+    order: AppealOrder = AppealOrder.RISK
+    page: int = 1
+    per_page: int = 25
+
+
+@dataclass(frozen=True)
+class AppealItem:
+    appeal: Appeal
+    lock: Lock | None
+    score: int
+    band: str | None
+    age_seconds: int
+    approvals: int
+    approvals_required: int | None
+    claimed_by: str | None
+
+
+@dataclass(frozen=True)
+class AppealPage:
+    items: list[AppealItem]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True)
+class ReviewView:
+    """One operator's decision, with the operator's name for the page."""
+
+    operator_id: str
+    operator_name: str
+    approve: bool
+    note: str | None
+    user_reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AppealCase:
+    appeal: Appeal
+    lock: Lock | None
+    statement: str | None
+    verifications: list[AppealVerification]
+    needed: Needed
+    messages: list[AppealMessage]
+    reviews: list[ReviewView]
+    history: list[AppealHistory]
+    approvals: int
+    approvals_required: int | None
+    actions_left: tuple[str, ...]
+    reviewed_by: frozenset[str]
+
+    @property
+    def decidable(self) -> bool:
+        """Waiting for a review: the decision forms are shown."""
+        return self.appeal.state == AppealState.PENDING_REVIEW
+
+
+class AppealCases:
+    def __init__(self, session: Session, *, clock: Clock, appeals: AppealService) -> None:
+        self._session = session
+        self._clock = clock
+        self._appeals = appeals
+
+    def queue(self, criteria: AppealFilter) -> AppealPage:
+        """Appeals against real locks (decoys are no cases), waiting-for-review first, by risk and age.
+
+        An appeal's risk is its lock's: the score of the assessment that caused the lock or, when the
+        lock names none, of the account's latest assessment before the lock (as in the lock queue).
+        """
+        latest_before_lock = (
+            select(Assessment.id)
+            .where(Assessment.account_id == Lock.account_id, Assessment.created_at <= Lock.created_at)
+            .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+            .limit(1)
+            .correlate(Lock)
+            .scalar_subquery()
+        )
+        score = func.coalesce(Assessment.score, 0)
+        approvals = (
+            select(func.count()).select_from(AppealReview)
+            .where(AppealReview.appeal_id == Appeal.id, AppealReview.approve.is_(True))
+            .correlate(Appeal).scalar_subquery()
+        )
+        query = (
+            select(Appeal, Lock, score, Assessment.band, approvals, Operator.name)
+            .join(Lock, Lock.id == Appeal.lock_id)
+            .outerjoin(Assessment, Assessment.id == func.coalesce(Lock.assessment_id, latest_before_lock))
+            # The lock's claim (``/v1/review/locks/{id}/claim``) covers its appeal too.
+            .outerjoin(CaseClaim, CaseClaim.lock_id == Lock.id)
+            .outerjoin(Operator, Operator.id == CaseClaim.operator_id)
+        )
+        if criteria.state is not None:
+            query = query.where(Appeal.state == criteria.state)
+        elif not criteria.include_closed:
+            query = query.where(Appeal.state.in_([str(s) for s in OPEN_STATES]))
+        if criteria.kind:
+            query = query.where(Appeal.lock_kind == criteria.kind)
+        if criteria.account_id:
+            query = query.where(Appeal.account_id == criteria.account_id)
+        if criteria.min_score is not None:
+            query = query.where(score >= criteria.min_score)
+        total = self._session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        waiting_first = case((Appeal.state == AppealState.PENDING_REVIEW, 0), else_=1)
+        if criteria.order == AppealOrder.RISK:
+            query = query.order_by(waiting_first, score.desc(), Appeal.created_at, Appeal.id)
+        else:
+            query = query.order_by(waiting_first, Appeal.created_at, Appeal.id)
+        rows = self._session.execute(
+            query.limit(criteria.per_page).offset((criteria.page - 1) * criteria.per_page)
+        ).all()
+        now = self._clock.now()
+        items = [
+            AppealItem(appeal=appeal, lock=lock, score=int(points), band=band, approvals=int(given or 0),
+                       approvals_required=self._reviewers(appeal), claimed_by=claimer,
+                       age_seconds=int((now - appeal.created_at).total_seconds()))
+            for appeal, lock, points, band, given, claimer in rows
+        ]
+        return AppealPage(items=items, total=total, page=criteria.page, per_page=criteria.per_page)
+
+    def _reviewers(self, appeal: Appeal) -> int | None:
+        policy = self._appeals.kind_policy(appeal)
+        return policy.reviewers if policy is not None else None
+
+    def case(self, appeal_id: uuid.UUID) -> AppealCase:
+        """Everything an operator needs to decide one appeal (404 ``AppealNotFound`` when there is none)."""
+        service = self._appeals
+        appeal = service.get(appeal_id)
+        lock = self._session.get(Lock, appeal.lock_id) if appeal.lock_id else None
+        messages = service.messages(appeal)
+        statement = next((m.body for m in messages if m.author_kind == STATEMENT_AUTHOR), None)
+        verifications = list(self._session.scalars(
+            select(AppealVerification).where(AppealVerification.appeal_id == appeal.id)
+            .order_by(AppealVerification.id)
+        ))
+        reviews = service.reviews(appeal)
+        snapshot = service.snapshot(appeal)
+        return AppealCase(
+            appeal=appeal, lock=lock, statement=statement, verifications=verifications,
+            needed=snapshot.needed, messages=messages, reviews=self._named(reviews),
+            history=service.history(appeal), approvals=service.approvals(appeal),
+            approvals_required=self._reviewers(appeal),
+            actions_left=service.actions_left(appeal) if appeal.state == AppealState.APPROVED else (),
+            reviewed_by=frozenset(r.operator_id for r in reviews),
+        )
+
+    def _named(self, reviews: list[AppealReview]) -> list[ReviewView]:
+        ids: set[uuid.UUID] = set()
+        for review in reviews:
+            try:
+                ids.add(uuid.UUID(review.operator_id))
+            except ValueError:  # reviews recorded through the service API by a non-operator caller
+                continue
+        names = {str(op_id): name for op_id, name in self._session.execute(
+            select(Operator.id, Operator.name).where(Operator.id.in_(ids)))} if ids else {}
+        return [ReviewView(operator_id=r.operator_id, operator_name=names.get(r.operator_id, r.operator_id),
+                           approve=r.approve, note=r.note, user_reason=r.user_reason, created_at=r.created_at)
+                for r in reviews]
