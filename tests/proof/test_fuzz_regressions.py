@@ -84,3 +84,21 @@ def test_sql_parameters_never_reach_error_messages(settings):
         assert engine.hide_parameters is True
     finally:
         engine.dispose()
+
+
+def test_login_checks_the_password_exactly_as_typed(api):
+    # Was: the login model stripped whitespace from the password (a blank one was a 422 for a schema-valid
+    # body, and " secret " was checked as "secret", unlike when the password was set).
+    padded = "  violet-harbour-engine-42  "
+    api.put("/v1/accounts/pw1", json={"home_country": "DE"})
+    assert api.put("/v1/accounts/pw1/password", json={"password": padded}).status_code == 204
+
+    def decision(password: str) -> str:
+        response = api.post("/v1/logins", json={"account_id": "pw1", "password": password,
+                                                "context": {"ip": "198.51.100.7"}})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()["decision"]
+
+    assert decision(padded.strip()) == "deny"
+    assert decision(padded) != "deny"
+    assert api.post("/v1/logins", json={"account_id": "pw1", "password": "   "}).status_code == 200
