@@ -87,7 +87,9 @@ def create_app(
 
     from security import cli
     from security.accounts import views as accounts_views
+    from security.appeals import views as appeals_views
     from security.credentials import views as credentials_views
+    from security.delivery import wiring as delivery_wiring
     from security.risk import views as risk_views
     from security.web import observability, openapi, problems, transaction
 
@@ -97,7 +99,10 @@ def create_app(
     transaction.init_app(app)
     problems.init_app(app)
     # Slices: each registers its blueprint(s), CLI commands and settings. Add new slices here.
-    for init in (accounts_views.init_app, risk_views.init_app, credentials_views.init_app):
+    for init in (
+        accounts_views.init_app, risk_views.init_app, credentials_views.init_app, delivery_wiring.init_app,
+        appeals_views.init_app,
+    ):
         init(app)
     app.register_blueprint(openapi.bp)
     cli.init_app(app)

@@ -94,3 +94,19 @@ class PasswordResetHook(Protocol):
 
 PASSWORD_RESET_HOOKS = "credentials.password_reset_hooks"
 """Key in ``Runtime.extras`` of the list of :class:`PasswordResetHook` run after every token reset."""
+
+
+class TotpEnabledHook(Protocol):
+    """Called inside the transaction that confirmed (activated) an account's TOTP authenticator.
+
+    The locks slice registers one to complete a pending ``enroll_totp`` required action. Hooks are
+    listed in ``runtime().extras[TOTP_ENABLED_HOOKS]``.
+    """
+
+    def __call__(self, session: Session, *, account_id: str, at: datetime, actor: str) -> None:
+        """React to ``account_id`` enabling TOTP at ``at``; must not commit."""
+        ...
+
+
+TOTP_ENABLED_HOOKS = "credentials.totp_enabled_hooks"
+"""Key in ``Runtime.extras`` of the list of :class:`TotpEnabledHook` run after every TOTP activation."""

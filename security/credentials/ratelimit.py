@@ -16,19 +16,30 @@ from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
+from redis.exceptions import RedisError
 
 from security.clock import SystemClock
 from security.crypto import sha256_hex
-from security.errors import TooManyRequests
+from security.errors import TooManyRequests, Unavailable
 
 MEMORY_STORAGE = "memory://"
 STRATEGY = "moving-window"
 KEY_DIGEST_DOMAIN = "foxguard:rate-key:v1:"
+RETRY_WHEN_STORAGE_DOWN_S = 30
 
 
 class RateLimitExceeded(TooManyRequests):
     code = "rate_limited"
     title = "Too many requests"
+
+
+class RateLimiterUnavailable(Unavailable):
+    code = "rate_limiter_unavailable"
+    title = "Rate limiting is temporarily unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after  # sent as Retry-After by the one error mapping
 
 
 class KeyedRateLimits:
@@ -45,9 +56,14 @@ class KeyedRateLimits:
         """Count one hit; raise :class:`RateLimitExceeded` (with ``retry_after``) when over the limit."""
         item = parse(rate)
         strategy = self._limiter.limiter
-        if strategy.hit(item, self._prefix, scope, key):
-            return
-        stats = strategy.get_window_stats(item, self._prefix, scope, key)
+        try:
+            if strategy.hit(item, self._prefix, scope, key):
+                return
+            stats = strategy.get_window_stats(item, self._prefix, scope, key)
+        except (RedisError, OSError) as exc:
+            # Fail closed: without the shared counters these endpoints would be open to enumeration
+            # and token-guessing at full speed. 503 tells the client to come back.
+            raise RateLimiterUnavailable("Try again shortly.", retry_after=RETRY_WHEN_STORAGE_DOWN_S) from exc
         retry_after = math.ceil(stats.reset_time - self._wall_clock.now().timestamp())
         raise RateLimitExceeded("Too many requests; retry later.", retry_after=max(1, retry_after))
 

@@ -32,11 +32,12 @@ from security.credentials.interfaces import (
     SecondFactorRequired,
     SecondFactorResult,
     TotpAlreadyEnabled,
+    TotpEnabledHook,
     TotpNotEnabled,
     TotpNotPending,
 )
 from security.credentials.models import PasswordResetToken, RecoveryCode, TotpCredential
-from security.crypto import SecretBox, sha256_hex
+from security.crypto import SecretBox, UndecryptableSecret, keyed_hash
 from security.delivery.outbox import Channel, Outbox
 from security.entropy import Entropy
 from security.errors import AccountNotFound, WeakPassword
@@ -68,9 +69,11 @@ RESET_TEMPLATE = "password_reset"
 """Outbox template of the reset message; its sealed secret is ``{"token": ...}``."""
 NO_CHANNEL = "none"
 UNKNOWN_IDENTIFIER_SUBJECT = "identifier"
-"""Audit subject type of reset requests naming no account (subject id: a digest of the identifier)."""
+"""Audit subject type of reset requests naming no account (subject id: a keyed HMAC of the identifier)."""
 IDENTIFIER_DIGEST_DOMAIN = "foxguard:reset-identifier:v1:"
 SYSTEM_ACTOR = "system"
+UNMATCHED_ACCOUNT = ""
+"""An account id that cannot exist (ids are 1-64 characters): used to mirror work for unknown identifiers."""
 
 
 def _rowcount(result: Any) -> int:
@@ -87,8 +90,18 @@ class SecondFactorService:
         self._outbox = outbox
 
     def confirmed_credential(self, account_id: str) -> TotpCredential | None:
-        """The account's confirmed authenticator, if any."""
-        credential = self._session.get(TotpCredential, account_id)
+        """The account's confirmed authenticator, if any, row-locked until the transaction ends.
+
+        Every second-factor use locks the credential row *first*, before any recovery-code or token row:
+        one lock order for all of them, so two requests on the same account queue instead of deadlocking
+        (SQLite has no row locks; its IMMEDIATE transactions already serialise writers).
+        """
+        credential = self._session.scalars(
+            select(TotpCredential)
+            .where(TotpCredential.account_id == account_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one_or_none()
         return credential if credential is not None and credential.confirmed else None
 
     def verify(
@@ -132,7 +145,9 @@ class SecondFactorService:
             .where(TotpCredential.account_id == account_id)
             .values(failure_count=TotpCredential.failure_count + 1, last_failure_at=at)
             .returning(TotpCredential.failure_count)
-        ).scalar_one()
+        ).scalar()
+        if count is None:  # disabled by a concurrent request meanwhile: nothing left to count on
+            return SecondFactorResult(SecondFactorOutcome.REJECTED)
         self._audit.record(
             AuditTag.MFA_VERIFICATION_FAILED, actor=actor, subject_type="account", subject_id=account_id,
             data={"method": method, "failure_count": count},
@@ -209,6 +224,7 @@ class TotpService:
         audit: AuditLog,
         outbox: Outbox,
         issuer: str,
+        on_enabled: Sequence[TotpEnabledHook] = (),
     ) -> None:
         self._session = session
         self._clock = clock
@@ -217,6 +233,7 @@ class TotpService:
         self._audit = audit
         self._outbox = outbox
         self._issuer = issuer
+        self._on_enabled = tuple(on_enabled)
         self.second_factor = SecondFactorService(session, secret_box=secret_box, audit=audit, outbox=outbox)
 
     def _account(self, account_id: str) -> Account:
@@ -263,9 +280,19 @@ class TotpService:
         step = totp.verify(secret, code, at=now, last_step=None)
         if step is None:
             raise InvalidTotpCode()
-        credential.confirmed_at = now
-        credential.last_step = step
-        credential.failure_count = 0
+        # Conditional on still being pending and on the same secret: of two concurrent confirmations
+        # (or a confirmation racing a restart) only one activates, so no one is shown dead codes.
+        activated = self._session.execute(
+            update(TotpCredential)
+            .where(
+                TotpCredential.account_id == account_id,
+                TotpCredential.confirmed_at.is_(None),
+                TotpCredential.secret_ciphertext == credential.secret_ciphertext,
+            )
+            .values(confirmed_at=now, last_step=step, failure_count=0)
+        )
+        if _rowcount(activated) != 1:
+            raise TotpAlreadyEnabled()
         codes = self._replace_recovery_codes(account_id, now)
         self._audit.record(
             AuditTag.MFA_ENABLED, actor=actor, subject_type="account", subject_id=account_id,
@@ -276,6 +303,8 @@ class TotpService:
             {"account_id": account_id, "method": "totp", "enabled_at": now.isoformat()},
             ordering_key=account_id,
         )
+        for hook in self._on_enabled:
+            hook(self._session, account_id=account_id, at=now, actor=actor)
         self._session.flush()
         return codes
 
@@ -305,8 +334,10 @@ class TotpService:
         )
         if not result.accepted:
             return result
+        removed = self._session.execute(delete(TotpCredential).where(TotpCredential.account_id == account_id))
+        if _rowcount(removed) != 1:
+            raise TotpNotEnabled()  # a concurrent request disabled it first; roll back, announce once
         self._session.execute(delete(RecoveryCode).where(RecoveryCode.account_id == account_id))
-        self._session.execute(delete(TotpCredential).where(TotpCredential.account_id == account_id))
         method = "totp" if result.outcome is SecondFactorOutcome.ACCEPTED_TOTP else "recovery_code"
         self._audit.record(
             AuditTag.MFA_DISABLED, actor=actor, subject_type="account", subject_id=account_id,
@@ -356,7 +387,12 @@ def rotate_totp_secrets(session: Session, *, secret_box: SecretBox, audit: Audit
     """
     count = 0
     for credential in session.scalars(select(TotpCredential).order_by(TotpCredential.account_id)):
-        credential.secret_ciphertext = secret_box.rotate(credential.secret_ciphertext)
+        try:
+            credential.secret_ciphertext = secret_box.rotate(credential.secret_ciphertext)
+        except UndecryptableSecret as exc:
+            raise UndecryptableSecret(
+                f"the TOTP secret of account {credential.account_id!r} matches none of the configured keys"
+            ) from exc
         count += 1
     audit.record(
         AuditTag.SECRETS_ROTATED, actor=actor, subject_type="system", subject_id="totp_credentials",
@@ -374,9 +410,13 @@ class ResetOutcome:
     second_factor: SecondFactorResult
 
 
-def identifier_digest(identifier: str) -> str:
-    """Digest naming an identifier that matched no account in the audit log (never the raw value)."""
-    return sha256_hex(IDENTIFIER_DIGEST_DOMAIN + identifier.strip().lower())
+def identifier_digest(identifier: str, *, key: str) -> str:
+    """Keyed digest naming an identifier that matched no account in the audit log (never the raw value).
+
+    Keyed (HMAC) so a reader of the audit log cannot confirm a guessed e-mail address by hashing it;
+    whoever holds the key can still group repeated requests for the same identifier.
+    """
+    return keyed_hash(key, IDENTIFIER_DIGEST_DOMAIN + identifier.strip().lower())
 
 
 class PasswordResetService:
@@ -393,6 +433,7 @@ class PasswordResetService:
         outbox: Outbox,
         accounts: AccountService,
         second_factor: SecondFactorService,
+        identifier_key: str,
         token_ttl: timedelta = tokens.RESET_TOKEN_TTL,
         max_second_factor_failures: int = 5,
         hooks: Sequence[PasswordResetHook] = (),
@@ -405,6 +446,7 @@ class PasswordResetService:
         self._outbox = outbox
         self._accounts = accounts
         self._second_factor = second_factor
+        self._identifier_key = identifier_key
         self._ttl = token_ttl
         self._max_failures = max_second_factor_failures
         self._hooks = tuple(hooks)
@@ -419,10 +461,13 @@ class PasswordResetService:
         account = self._accounts.find_by_identifier(identifier)
         issued = tokens.issue(self._entropy, at=now, ttl=self._ttl)
         if account is None:
-            self._box.encrypt(issued.token.encode("ascii"))  # the cost of sealing the message below
+            # Mirror the known path's work: the voiding round trip (matches nothing here) and the
+            # encryption that seals the outgoing message.
+            self._void_outstanding(UNMATCHED_ACCOUNT, now)
+            self._box.encrypt(issued.token.encode("ascii"))
             self._audit.record(
                 AuditTag.RESET_REQUESTED, actor=actor, subject_type=UNKNOWN_IDENTIFIER_SUBJECT,
-                subject_id=identifier_digest(identifier), data={"matched": False},
+                subject_id=identifier_digest(identifier, key=self._identifier_key), data={"matched": False},
             )
             return
         self._void_outstanding(account.id, now)

@@ -6,7 +6,7 @@ from flask import Blueprint, Flask, Response
 
 from security.accounts.views import account_service
 from security.clients.auth import ClientScope
-from security.credentials.interfaces import PASSWORD_RESET_HOOKS, SecondFactorRejected
+from security.credentials.interfaces import PASSWORD_RESET_HOOKS, TOTP_ENABLED_HOOKS, SecondFactorRejected
 from security.credentials.ratelimit import KeyedRateLimits, client_ip, identifier_key, make_limiter
 from security.credentials.schemas import (
     RecoveryCodesOut,
@@ -57,7 +57,7 @@ def second_factor_service(d: Deps) -> SecondFactorService:
 def totp_service(d: Deps) -> TotpService:
     return TotpService(
         d.session, clock=d.clock, entropy=d.entropy, secret_box=d.secret_box, audit=d.audit, outbox=d.outbox,
-        issuer=_settings().totp_issuer,
+        issuer=_settings().totp_issuer, on_enabled=d.runtime.extras.get(TOTP_ENABLED_HOOKS, ()),
     )
 
 
@@ -72,6 +72,7 @@ def reset_service(d: Deps) -> PasswordResetService:
         outbox=d.outbox,
         accounts=account_service(d),
         second_factor=second_factor_service(d),
+        identifier_key=d.settings.secrets.identity_hmac_key,
         token_ttl=cfg.reset_token_ttl,
         max_second_factor_failures=cfg.reset_max_second_factor_failures,
         hooks=d.runtime.extras.get(PASSWORD_RESET_HOOKS, ()),
@@ -188,5 +189,6 @@ def init_app(app: Flask) -> None:
     rt.extras[SETTINGS_KEY] = cfg
     rt.extras[LIMITS_KEY] = make_limiter(app, redis_url=rt.settings.redis.url, key_prefix=cfg.rate_limit_key_prefix)
     rt.extras.setdefault(PASSWORD_RESET_HOOKS, [])
+    rt.extras.setdefault(TOTP_ENABLED_HOOKS, [])
     app.register_blueprint(bp)
     app.cli.add_command(keys_cli)

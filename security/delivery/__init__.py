@@ -1,0 +1,1 @@
+"""Delivery: the outbox dispatcher, Standard Webhooks signing, e-mail and SMS senders."""

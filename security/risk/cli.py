@@ -157,7 +157,39 @@ def locks_expire() -> None:
     click.echo(f"released {released} expired lock(s)")
 
 
+@click.command("demo")
+@click.option("--seed", default=7, show_default=True, help="Same seed, same week.")
+@click.option("--force", is_flag=True, help="Run even if the database already has accounts or events.")
+def demo(seed: int, force: bool) -> None:
+    """Fill a fresh database with a synthetic week incl. brute force, credential stuffing and a takeover."""
+    from datetime import timedelta
+
+    from security.risk.demo import DAYS, Demo, database_is_empty
+    from security.risk.views import current_ruleset
+
+    rt = runtime()
+    with cli_session() as session:
+        empty = database_is_empty(session)
+    if not empty and not force:
+        raise click.ClickException("The database already has accounts or events; use --force to add the demo.")
+    now = rt.clock.now()
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
+    click.echo(f"Playing {DAYS} days from {start:%Y-%m-%d} (seed {seed}) ...")
+    report = Demo(rt, current_ruleset(), start=start, seed=seed, session_factory=rt.session_factory).run()
+    click.echo(f"{report.accounts} accounts; decisions:")
+    for key, count in sorted(report.decisions.items()):
+        click.echo(f"  {key:<32} {count:>6}")
+    click.echo(f"  login attempts throttled (429)  {report.throttled:>6}")
+    if report.restricted:
+        click.echo(f"\nRestricted after an unusual payment: {report.restricted}")
+    click.echo("\nLocks (case reference, account, kind, status, main reason):")
+    for line in report.locks:
+        click.echo(f"  {line}")
+    click.echo(f"\nDemo API key (all scopes, shown once): {report.api_key}")
+
+
 def init_app(app: Flask) -> None:
+    app.cli.add_command(demo)
     app.cli.add_command(rules_cli)
     app.cli.add_command(denylist_cli)
     app.cli.add_command(locks_cli)

@@ -45,6 +45,11 @@ from security.risk.models import DenyListEntry, DenyListKind, FamiliarityCount, 
 from security.risk.rules import BruteForceConfig
 from security.risk.stats import p95, robust_z
 
+#: The all-users counters are split over shards (stored scopes "*0".."*15", picked by account) so that
+#: concurrent logins of different accounts rarely wait on the same hot counter row; reads sum the
+#: shards back into the logical scope ``GLOBAL_SCOPE``. ("*" cannot start an account id.)
+GLOBAL_SHARDS: Final = 16
+SHARD_SCOPES: Final = tuple(f"*{k}" for k in range(GLOBAL_SHARDS))
 GLOBAL_SCOPE: Final = ""
 TOTAL_ROW: Final = ""  # the per-level total row's value
 DEVICE_LEVEL: Final = "device"
@@ -66,6 +71,23 @@ SENSITIVE_CHANGES: Final = frozenset({"email", "phone", "password", "mfa_enabled
 INITIAL_PASSWORD_GRACE: Final = timedelta(hours=1)
 #: Transactions that did not go out do not count as the account's normal amounts.
 NOT_EXECUTED: Final = ("block",)
+
+
+def global_shard(account_id: str) -> str:
+    """Return the stored scope of the all-users counters this account's logins update."""
+    digest = hashlib.sha256(account_id.encode()).digest()
+    return SHARD_SCOPES[int.from_bytes(digest[:4], "big") % GLOBAL_SHARDS]
+
+
+@dataclass
+class Tally:
+    """A counter row's values (summed over shards for the global scope)."""
+
+    count: int
+    children: int
+
+
+CountMap = dict[tuple[str, str, str], Tally]
 
 
 def value_key(value: str) -> str:
@@ -118,35 +140,55 @@ class FeatureStore:
     # --- common -------------------------------------------------------------------------------
 
     def _deny_listed(self, kind: DenyListKind, value: str | None, at: datetime) -> bool:
-        if not value:
-            return False
-        found = self._session.scalar(
-            select(DenyListEntry.id).where(
-                DenyListEntry.kind == kind, DenyListEntry.value == value.strip().lower(),
+        return kind in self._deny_listed_many([(kind, value)], at)
+
+    def _deny_listed_many(self, items: Sequence[tuple[DenyListKind, str | None]], at: datetime) -> set[str]:
+        """Return the kinds among ``items`` whose value is on the deny list (one query)."""
+        wanted = [(kind, value.strip().lower()) for kind, value in items if value]
+        if not wanted:
+            return set()
+        found = self._session.execute(
+            select(DenyListEntry.kind, DenyListEntry.value).where(
+                or_(*(and_(DenyListEntry.kind == kind, DenyListEntry.value == value) for kind, value in wanted)),
                 or_(DenyListEntry.expires_at.is_(None), DenyListEntry.expires_at > at),
             )
-        )
-        return found is not None
+        ).all()
+        return {row.kind for row in found}
 
-    def _counts(self, scopes: Iterable[str], levels: Iterable[str], values: Iterable[str]) -> dict[
-        tuple[str, str, str], FamiliarityCount
-    ]:
-        rows = self._session.scalars(
-            select(FamiliarityCount).where(
-                FamiliarityCount.scope.in_(list(scopes)),
-                FamiliarityCount.level.in_(list(levels)),
-                FamiliarityCount.value.in_([*values, TOTAL_ROW]),
+    def _counts(self, account_id: str, levels: Iterable[str], values: Iterable[str], *,
+                raw: bool = False) -> CountMap:
+        """Read the account's and the global counters for these levels/values (and level totals).
+
+        Global shards are summed into ``GLOBAL_SCOPE`` unless ``raw`` (then keyed by stored scope).
+        """
+        rows = self._session.execute(
+            select(FamiliarityCount.scope, FamiliarityCount.level, FamiliarityCount.value,
+                   FamiliarityCount.count.label("n"), FamiliarityCount.children.label("kids")).where(
+                FamiliarityCount.scope.in_([account_id, *SHARD_SCOPES]),
+                FamiliarityCount.level.in_(sorted(set(levels))),
+                FamiliarityCount.value.in_(sorted({*values, TOTAL_ROW})),
             )
         )
-        return {(r.scope, r.level, r.value): r for r in rows}
+        out: CountMap = {}
+        for row in rows:
+            scope = row.scope if raw or row.scope == account_id else GLOBAL_SCOPE
+            tally = out.setdefault((scope, row.level, row.value), Tally(0, 0))
+            tally.count += row.n
+            tally.children += row.kids
+        return out
 
-    def _seen(self, account_id: str, level: str, value: str | None) -> bool | None:
+    def _seen(self, account_id: str, level: str, value: str | None, counts: CountMap | None = None) -> bool | None:
+        """Whether the account used ``value`` at ``level`` before (None when the value is unknown)."""
         if not value:
             return None
-        row = self._session.get(FamiliarityCount, (account_id, level, value_key(value)))
+        key = (account_id, level, value_key(value))
+        if counts is not None:
+            tally = counts.get(key)
+            return tally is not None and tally.count > 0
+        row = self._session.get(FamiliarityCount, key)
         return row is not None and row.count > 0
 
-    def _population(self, counts: dict[tuple[str, str, str], FamiliarityCount], scope: str,
+    def _population(self, counts: CountMap, scope: str,
                     levels: Sequence[str], values: Sequence[str]) -> PopulationStats:
         def get(level: str, value: str) -> tuple[int, int]:
             row = counts.get((scope, level, value))
@@ -163,19 +205,27 @@ class FeatureStore:
                                       exact_within=min(exact, count)))
         return PopulationStats(total=total, exact=exact, distinct=distinct, levels=tuple(coarser))
 
-    def familiarity_features(self, account_id: str, ctx: Context) -> tuple[dict[str, FeatureValue], str | None]:
-        """Return ``familiarity_log10`` and ``successful_login_count`` (+ an explanation)."""
+    def familiarity_features(self, account_id: str, ctx: Context) -> tuple[
+        dict[str, FeatureValue], str | None, CountMap
+    ]:
+        """Return ``familiarity_log10`` and ``successful_login_count``, an explanation, and the counter
+        rows read (they also answer "new device?" and "new country?" without another query)."""
         hierarchies = ctx.hierarchies()
-        all_levels = [lvl for levels, _ in hierarchies.values() for lvl in levels] + [USER_LEVEL]
+        all_levels = [lvl for levels, _ in hierarchies.values() for lvl in levels] + [USER_LEVEL, DEVICE_LEVEL]
         all_values = [value_key(v) for _, values in hierarchies.values() for v in values] + [account_id]
-        counts = self._counts([GLOBAL_SCOPE, account_id], all_levels, all_values)
+        if ctx.device_id:
+            all_values.append(value_key(ctx.device_id))
+        if ctx.country:
+            all_levels.append(IP_LEVELS[2])
+            all_values.append(ctx.country.upper())
+        counts = self._counts(account_id, all_levels, all_values)
         user_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, account_id))
         total_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, TOTAL_ROW))
         user_logins = user_row.count if user_row else 0
         values: dict[str, FeatureValue] = {"successful_login_count": user_logins}
         if total_row is None or total_row.count == 0 or not hierarchies:
             values["familiarity_log10"] = None
-            return values, None
+            return values, None, counts
         weights = {"ip": IP_WEIGHTS, "ua": UA_WEIGHTS}
         evidence = [
             FeatureEvidence(
@@ -188,41 +238,56 @@ class FeatureStore:
         score = familiarity(evidence, users=max(total_row.children, 1), user_logins=user_logins,
                             all_logins=total_row.count)
         values["familiarity_log10"] = round(score.log10_score, 4)
-        return values, score.explain()
+        return values, score.explain(), counts
 
     def record_successful_login(self, account_id: str, ctx: Context) -> None:
-        """Add a successful login to the familiarity counters (global and the account's own)."""
-        for scope in (GLOBAL_SCOPE, account_id):
-            for levels, values in ctx.hierarchies().values():
-                self._bump_hierarchy(scope, levels, values)
-            if ctx.device_id:
-                self._bump_hierarchy(scope, (DEVICE_LEVEL,), (ctx.device_id,))
-            if ctx.country and not ctx.ip:  # the IP hierarchy already carries the country
-                self._bump_hierarchy(scope, (IP_LEVELS[2],), (ctx.country.upper(),))
-        self._bump_hierarchy(GLOBAL_SCOPE, (USER_LEVEL,), (account_id,))
+        """Add a successful login to the familiarity counters (global and the account's own).
 
-    def _bump_hierarchy(self, scope: str, levels: Sequence[str], values: Sequence[str]) -> None:
-        keys = [value_key(v) for v in values]
-        new_finest = self._bump(scope, levels[0], keys[0]) == 1
-        self._bump(scope, levels[0], TOTAL_ROW, children=int(new_finest))
-        for level, key in zip(levels[1:], keys[1:], strict=True):
-            new_value = self._bump(scope, level, key, children=int(new_finest)) == 1
-            self._bump(scope, level, TOTAL_ROW, children=int(new_value))
-
-    def _bump(self, scope: str, level: str, value: str, *, children: int = 0) -> int:
-        """Atomically add one to a counter row (creating it) and return the new count."""
-        insert = sqlite_insert if is_sqlite(self._session) else pg_insert
-        row = FamiliarityCount
-        statement = (
-            insert(row)
-            .values(scope=scope, level=level, value=value, count=1, children=children)
-            .on_conflict_do_update(
-                index_elements=[row.scope, row.level, row.value],
-                set_={"count": row.count + 1, "children": row.children + children},
-            )
-            .returning(row.count)
+        One read and one executemany upsert, into the account's own scope and its global shard.
+        ``children`` (distinct values, for smoothing) grows when a value is new in its stored scope; a
+        value first seen in two shards (or by two concurrent first sightings) is counted twice, which
+        only nudges a smoothing constant (values like an IP address mostly live in one account's
+        shard). Rows are written in key order so concurrent upserts lock them in the same order.
+        """
+        hierarchies: list[tuple[Sequence[str], Sequence[str]]] = list(ctx.hierarchies().values())
+        if ctx.device_id:
+            hierarchies.append(((DEVICE_LEVEL,), (ctx.device_id,)))
+        if ctx.country and not ctx.ip:  # the IP hierarchy already carries the country
+            hierarchies.append(((IP_LEVELS[2],), (ctx.country.upper(),)))
+        shard = global_shard(account_id)
+        scoped = [(scope, levels, [value_key(v) for v in values])
+                  for scope in (shard, account_id) for levels, values in hierarchies]
+        scoped.append((shard, (USER_LEVEL,), [account_id]))
+        existing = self._counts(
+            account_id,
+            {lvl for _, levels, _ in scoped for lvl in levels},
+            {v for _, _, values in scoped for v in values},
+            raw=True,
         )
-        return int(self._session.execute(statement).scalar_one())
+        deltas: dict[tuple[str, str, str], list[int]] = {}
+
+        def add(key: tuple[str, str, str], children: int) -> None:
+            delta = deltas.setdefault(key, [0, 0])
+            delta[0] += 1
+            delta[1] += children
+
+        for scope, levels, values in scoped:
+            new_finest = (scope, levels[0], values[0]) not in existing
+            add((scope, levels[0], values[0]), 0)
+            add((scope, levels[0], TOTAL_ROW), int(new_finest))
+            for level, value in zip(levels[1:], values[1:], strict=True):
+                add((scope, level, value), int(new_finest))
+                add((scope, level, TOTAL_ROW), int((scope, level, value) not in existing))
+        insert = sqlite_insert if is_sqlite(self._session) else pg_insert
+        rows = [{"scope": k[0], "level": k[1], "value": k[2], "count": d[0], "children": d[1]}
+                for k, d in sorted(deltas.items())]
+        statement = insert(FamiliarityCount)
+        # executemany of one cached statement (a multi-row VALUES would be recompiled per row count).
+        self._session.execute(statement.on_conflict_do_update(
+            index_elements=[FamiliarityCount.scope, FamiliarityCount.level, FamiliarityCount.value],
+            set_={"count": FamiliarityCount.count + statement.excluded.count,
+                  "children": FamiliarityCount.children + statement.excluded.children},
+        ), rows)
 
     def _travel(self, account_id: str, ctx: Context, occurred_at: datetime) -> tuple[
         float | None, float | None, str | None
@@ -294,8 +359,8 @@ class FeatureStore:
         else:
             values["failed_logins_ip_window"] = None
             values["distinct_accounts_ip_window"] = None
-        values.update(self._place_features(account_id, ctx, occurred_at, explanations))
-        familiar, explanation = self.familiarity_features(account_id, ctx)
+        familiar, explanation, counts = self.familiarity_features(account_id, ctx)
+        values.update(self._place_features(account_id, ctx, occurred_at, explanations, counts))
         values.update(familiar)
         if explanation:
             explanations["familiarity_log10"] = explanation
@@ -305,10 +370,13 @@ class FeatureStore:
         return Features(values, explanations=explanations)
 
     def _place_features(self, account_id: str, ctx: Context, occurred_at: datetime,
-                        explanations: dict[str, str]) -> dict[str, FeatureValue]:
+                        explanations: dict[str, str],
+                        counts: CountMap | None = None,
+                        ) -> dict[str, FeatureValue]:
         values: dict[str, FeatureValue] = {}
-        seen_device = self._seen(account_id, DEVICE_LEVEL, ctx.device_id)
-        seen_country = self._seen(account_id, IP_LEVELS[2], ctx.country.upper() if ctx.country else None)
+        seen_device = self._seen(account_id, DEVICE_LEVEL, ctx.device_id, counts)
+        seen_country = self._seen(account_id, IP_LEVELS[2], ctx.country.upper() if ctx.country else None,
+                                  counts)
         values["is_new_device"] = None if seen_device is None else not seen_device
         values["is_new_country"] = None if seen_country is None else not seen_country
         values["country"] = ctx.country.upper() if ctx.country else None
@@ -364,9 +432,10 @@ class FeatureStore:
         values["is_new_payee"] = earlier_payee is None
         values["destination_country"] = tx.destination_country
         values["home_country"] = account.home_country
-        values["destination_deny_listed"] = self._deny_listed(
-            DenyListKind.ADDRESS, tx.destination_address, received_at)
-        values["ip_deny_listed"] = self._deny_listed(DenyListKind.IP, ctx.ip, received_at)
+        listed = self._deny_listed_many(
+            [(DenyListKind.ADDRESS, tx.destination_address), (DenyListKind.IP, ctx.ip)], received_at)
+        values["destination_deny_listed"] = DenyListKind.ADDRESS in listed
+        values["ip_deny_listed"] = DenyListKind.IP in listed
         values["account_age_days"] = _age_days(account, occurred_at)
         hours, what = self._since_sensitive_change(account, occurred_at)
         values["hours_since_sensitive_change"] = hours

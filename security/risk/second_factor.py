@@ -39,6 +39,14 @@ class SecondFactorVerifier(Protocol):
         ...
 
 
+class NoSecondFactor:
+    """Null twin: no account has a second factor enrolled (demo data, unit tests)."""
+
+    def check(self, account: Account, *, totp_code: str | None, recovery_code: str | None,
+              at: datetime) -> SecondFactorOutcome:
+        return SecondFactorOutcome.NOT_ENROLLED
+
+
 class CredentialsSecondFactor:
     """The credentials slice's TOTP / recovery-code check, seen through the login check's contract.
 

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -194,8 +194,7 @@ class RiskService:
         ctx = _context(body.context)
         self._check_ip_throttle(ctx, now)
         account = self._lock_account_row(body.account_id)
-        if account is not None:
-            self._locks.expire_due(account_id=account.id)
+        self._expire_locks(account)
         if account is not None and account.status == AccountStatus.LOCKED:
             self._accounts.verify_password(None, body.password)  # same work as a real check
             return self._blocked_login(account, ctx, occurred, now, client_id, payload=body)
@@ -207,6 +206,11 @@ class RiskService:
         succeeded = password_ok and second is not SecondFactorOutcome.INVALID
         return self._login(account, body.account_id, ctx, occurred, now, client_id, payload=body,
                            succeeded=succeeded, second=second)
+
+    def _expire_locks(self, account: Account | None) -> None:
+        """Release the account's overdue temporary locks before deciding (only a locked account has any)."""
+        if account is not None and account.status == AccountStatus.LOCKED:
+            self._locks.expire_due(account_id=account.id)
 
     def _check_ip_throttle(self, ctx: Context, now: datetime) -> None:
         if not ctx.ip:
@@ -367,7 +371,7 @@ class RiskService:
     def _login_event(self, body: LoginEventIn, occurred: datetime, now: datetime,
                      client_id: uuid.UUID | None, hash_: str) -> Outcome:
         account = self._existing_account(body.account_id)
-        self._locks.expire_due(account_id=account.id)
+        self._expire_locks(account)
         ctx = _context(body.context)
         if account.status == AccountStatus.LOCKED:
             return self._blocked_login(account, ctx, occurred, now, client_id, payload=body,
@@ -379,7 +383,7 @@ class RiskService:
     def _transaction(self, body: TransactionEventIn, occurred: datetime, now: datetime,
                      client_id: uuid.UUID | None, hash_: str) -> Outcome:
         account = self._existing_account(body.account_id)
-        self._locks.expire_due(account_id=account.id)
+        self._expire_locks(account)
         ctx = _context(body.context)
         tx = TransactionInput(
             amount=Decimal(body.amount), currency=body.currency, destination_address=body.destination.address,
@@ -408,7 +412,7 @@ class RiskService:
     def _change(self, body: AccountChangeEventIn, occurred: datetime, now: datetime,
                 client_id: uuid.UUID | None, hash_: str) -> Outcome:
         account = self._existing_account(body.account_id)
-        self._locks.expire_due(account_id=account.id)
+        self._expire_locks(account)
         ctx = _context(body.context)
         features = self._store.change_features(account=account, change=body.change, ctx=ctx,
                                                occurred_at=occurred, received_at=now)
@@ -518,31 +522,35 @@ class RiskService:
         login_outcome: LoginOutcome | None = None, event_id: str | None = None, hash_: str | None = None,
         tx: TransactionInput | None = None, change: str | None = None,
     ) -> None:
-        event = RiskEvent(
-            id=uuid.uuid4(), client_id=client_id, event_id=event_id, kind=kind, account_id=account_id,
-            occurred_at=occurred, received_at=now, request_hash=hash_,
-            outcome=str(login_outcome) if login_outcome else str(outcome.decision),
-            ip=ctx.ip, country=ctx.country, device_id=ctx.device_id, lat=ctx.lat, lon=ctx.lon,
-            amount=format(tx.amount, "f") if tx else None, currency=tx.currency if tx else None,
-            destination_address=tx.destination_address if tx else None,
-            destination_country=tx.destination_country if tx else None, change=change,
-            payload=payload.model_dump(mode="json", exclude=set(SECRET_FIELDS)),
-        )
-        self._session.add(event)
-        row = AssessmentRow(
-            id=uuid.uuid4(), event=event, account_id=account_id, kind=kind,
-            score=outcome.assessment.score, band=outcome.assessment.band,
-            decision=outcome.assessment.decision, final_decision=outcome.decision,
-            ruleset_version=outcome.assessment.ruleset_version, features=features_to_json(features),
-            occurred_at=occurred, created_at=now,
-            results=[RuleResultRow(rule_id=r.rule_id, outcome=r.outcome, mode=r.mode, points=r.points,
-                                   detail=r.detail) for r in outcome.assessment.results],
-        )
-        self._session.add(row)
-        outcome.assessment_id = row.id
-        if event_id is not None:
-            event.response = {"event_id": event_id, **outcome.as_answer()}
-        self._session.flush()
+        # Core inserts (one statement per table, rule rows as one executemany): ingestion is the hot
+        # path and the ORM's unit of work adds nothing for rows that are never changed afterwards.
+        event_pk = uuid.uuid4()
+        outcome.assessment_id = uuid.uuid4()
+        self._session.flush()  # pending ORM changes (counters, locks) first, in their own order
+        self._session.execute(insert(RiskEvent), [{
+            "id": event_pk, "client_id": client_id, "event_id": event_id, "kind": kind,
+            "account_id": account_id, "occurred_at": occurred, "received_at": now, "request_hash": hash_,
+            "response": {"event_id": event_id, **outcome.as_answer()} if event_id is not None else None,
+            "outcome": str(login_outcome) if login_outcome else str(outcome.decision),
+            "ip": ctx.ip, "country": ctx.country, "device_id": ctx.device_id, "lat": ctx.lat, "lon": ctx.lon,
+            "amount": format(tx.amount, "f") if tx else None, "currency": tx.currency if tx else None,
+            "destination_address": tx.destination_address if tx else None,
+            "destination_country": tx.destination_country if tx else None, "change": change,
+            "payload": payload.model_dump(mode="json", exclude=set(SECRET_FIELDS)),
+        }])
+        self._session.execute(insert(AssessmentRow), [{
+            "id": outcome.assessment_id, "event_pk": event_pk, "account_id": account_id, "kind": kind,
+            "score": outcome.assessment.score, "band": outcome.assessment.band,
+            "decision": outcome.assessment.decision, "final_decision": outcome.decision,
+            "ruleset_version": outcome.assessment.ruleset_version, "features": features_to_json(features),
+            "occurred_at": occurred, "created_at": now,
+        }])
+        if outcome.assessment.results:
+            self._session.execute(insert(RuleResultRow), [
+                {"assessment_id": outcome.assessment_id, "rule_id": r.rule_id, "outcome": r.outcome,
+                 "mode": r.mode, "points": r.points, "detail": r.detail}
+                for r in outcome.assessment.results
+            ])
 
 
 def replay_decisions(

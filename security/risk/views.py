@@ -15,7 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from security.accounts.views import account_service
 from security.audit import services as audit_services
 from security.clients.auth import ClientScope, current_client
-from security.credentials.interfaces import PASSWORD_RESET_HOOKS
+from security.credentials.interfaces import PASSWORD_RESET_HOOKS, TOTP_ENABLED_HOOKS
 from security.errors import Conflict, FoxguardError, InvalidInput
 from security.locks.services import LockService
 from security.locks.states import RequiredAction
@@ -79,6 +79,11 @@ def complete_reset_password_action(session: Session, *, account_id: str, at: dat
     """Password-reset hook: a reset completes a pending ``reset_password`` action (and ends brute-force
     locks); the lock is released once nothing else is required."""
     lock_service(deps()).complete_action(account_id, RequiredAction.RESET_PASSWORD, actor=actor)
+
+
+def complete_enroll_totp_action(session: Session, *, account_id: str, at: datetime, actor: str) -> None:
+    """TOTP-enabled hook: activating an authenticator completes a pending ``enroll_totp`` action."""
+    lock_service(deps()).complete_action(account_id, RequiredAction.ENROLL_TOTP, actor=actor)
 
 
 def risk_service(d: Deps) -> RiskService:
@@ -256,6 +261,7 @@ def init_app(app: Flask) -> None:
     settings = runtime(app).settings
     runtime(app).extras[RULESET_KEY] = load_ruleset(rules_path(settings.section("risk")))
     runtime(app).extras.setdefault(PASSWORD_RESET_HOOKS, []).append(complete_reset_password_action)
+    runtime(app).extras.setdefault(TOTP_ENABLED_HOOKS, []).append(complete_enroll_totp_action)
     app.register_blueprint(bp)
     from security.risk import cli
 

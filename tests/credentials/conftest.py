@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -70,3 +72,41 @@ def outbox(session: Session, *, channel: str | None = None, event_type: str | No
     if event_type is not None:
         query = query.where(OutboxMessage.event_type == event_type)
     return list(session.scalars(query))
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> str:
+        """Every record's message and attributes (JSON logs print the extras too)."""
+        return "\n".join(f"{r.getMessage()} {r.__dict__!r}" for r in self.records)
+
+
+@contextmanager
+def capture_logs() -> Iterator[_Collect]:
+    """Everything logged at any level, including the ``security`` loggers (which do not propagate).
+
+    Enter it after the app was created, so the app's logging set-up cannot remove the handler.
+    """
+    handler = _Collect()
+    loggers = [logging.getLogger(), logging.getLogger("security")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield handler
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.fixture
+def captured_logs(app: Flask) -> Iterator[_Collect]:
+    """:func:`capture_logs` for a test using the ``app`` fixture."""
+    with capture_logs() as handler:
+        yield handler

@@ -93,3 +93,30 @@ def test_one_recovery_code_used_concurrently_is_accepted_once(live_app, clock):
         ),
     )
     assert statuses == [200, 400]
+
+
+def test_concurrent_disables_with_different_factors_disable_once(live_app, clock):
+    api = live_api(live_app, clock)
+    create_account(api)
+    secret, codes = enroll_totp(api, clock)
+    headers = {"Authorization": f"Bearer {api.key}"}
+    bodies = iter([{"totp_code": totp.code_at(secret, clock.now())}, {"recovery_code": codes[0]}])
+    lock = threading.Lock()
+
+    def disable(client: Any) -> Any:
+        with lock:
+            body = next(bodies)
+        return client.delete(f"/v1/accounts/{ACCOUNT}/totp", json=body, headers=headers)
+
+    statuses = race(live_app, disable)
+    # The loser sees either "not enabled" (serialised) or a code that no longer exists (interleaved).
+    assert statuses[0] == 204
+    assert statuses[1] in (400, 409)
+    session = runtime(live_app).session_factory()
+    try:
+        announced = session.scalars(
+            select(OutboxMessage.event_type).where(OutboxMessage.event_type == "mfa.disabled")
+        ).all()
+    finally:
+        session.close()
+    assert announced == ["mfa.disabled"]

@@ -235,6 +235,17 @@ class TestKeyRotation:
         assert disable.status_code == 204
         assert "system:keys:totp_secrets_rotated" in db_session.scalars(select(AuditEntry.action)).all()
 
+    def test_rotation_without_the_old_key_changes_nothing(self, app_factory, api, account, db_session, clock):
+        enroll_totp(api, clock)
+        before = db_session.execute(text("SELECT secret_ciphertext FROM totp_credentials")).scalar_one()
+        forgetful = app_factory(secrets={"encryption_keys": [Fernet.generate_key().decode()]})
+        result = forgetful.test_cli_runner().invoke(args=["keys", "rotate"])
+        assert result.exit_code == 1
+        assert f"account '{ACCOUNT}' matches none of the configured keys" in result.output
+        assert "nothing was changed" in result.output
+        db_session.expire_all()
+        assert db_session.execute(text("SELECT secret_ciphertext FROM totp_credentials")).scalar_one() == before
+
     def test_rotate_with_nothing_to_do(self, app):
         result = app.test_cli_runner().invoke(args=["keys", "rotate"])
         assert result.exit_code == 0

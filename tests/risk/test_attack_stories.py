@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -20,12 +21,10 @@ def test_brute_force_attack_on_one_account(flows, clock, db_session):
     """Many guesses at one account from rotating IPs: temporary lock, backoff, then indefinite."""
     flows.account("alice")
     flows.warm_up("alice", logins=3)
-    guesses = 0
     for round_ in range(4):
         for n in range(5):
             flows.login("alice", password=f"guess-{round_}-{n}",
                         **{**ATTACKER, "ip": f"45.155.{round_}.{n}"})
-            guesses += 1
         clock.advance(hours=1, seconds=1)
     locks = db_session.scalars(select(Lock).where(Lock.account_id == "alice").order_by(Lock.created_at)).all()
     assert [lk.kind for lk in locks] == ["brute_force"] * 4
@@ -86,7 +85,7 @@ def test_account_takeover_chain(flows, clock, db_session):
     blocked = webhooks(db_session, "transaction.blocked")
     assert blocked[-1]["amount"] == "4800.00"
     # The drain's own assessment explains the chain even though the lock already decided it.
-    stored = db_session.get(Assessment, __import__("uuid").UUID(drain["assessment_id"]))
+    stored = db_session.get(Assessment, uuid.UUID(drain["assessment_id"]))
     hits = {r.rule_id for r in stored.results if r.outcome == "hit"}
     assert {"tx.after_sensitive_change", "tx.new_payee", "tx.amount_vs_p95", "tx.drains_balance"} <= hits
 

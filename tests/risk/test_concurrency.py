@@ -16,7 +16,7 @@ from security.delivery.outbox import Outbox
 from security.entropy import SystemEntropy
 from security.locks.models import Lock, LoginFailureCounter
 from security.locks.services import LockService
-from security.locks.states import LockEvent
+from security.locks.states import LockEvent, LockKind
 from security.permissions import ALL_SCOPES
 from security.risk.models import RiskEvent
 from security.runtime import runtime
@@ -74,7 +74,7 @@ def test_two_simultaneous_releases_one_wins(live_app, clock):
     with rt.session_factory() as session:
         account = Account(id="acc-r", status="active", created_at=clock.now(), updated_at=clock.now())
         session.add(account)
-        lock_id = service(session).place(account, kind="operator", reasons=[], actor="operator:ann").id
+        lock_id = service(session).place(account, kind=LockKind.OPERATOR, reasons=[], actor="operator:ann").id
         session.commit()
     barrier = threading.Barrier(2)
 
@@ -96,3 +96,37 @@ def test_two_simultaneous_releases_one_wins(live_app, clock):
     assert results == ["conflict", "won"]
     with rt.session_factory() as session:
         assert session.get(Account, "acc-r").status == "active"
+
+
+@pytest.mark.postgres
+def test_concurrent_logins_of_many_accounts_do_not_deadlock(live_app, clock):
+    """Successful logins update shared familiarity counters; sorted upserts keep them deadlock-free."""
+    users = 20
+    factory = runtime(live_app).session_factory
+    with factory() as session:
+        key = issue_key(session, clock, "backend", ALL_SCOPES)
+    headers = {"Authorization": f"Bearer {key}"}
+    setup = live_app.test_client()
+    for n in range(users):
+        setup.put(f"/v1/accounts/u{n}", json={"email": f"u{n}@example.com"}, headers=headers)
+        setup.put(f"/v1/accounts/u{n}/password", json={"password": PASSWORD}, headers=headers)
+    barrier = threading.Barrier(users)
+    context = {"ip": "84.150.20.10", "country": "DE", "asn": "3320", "device_id": "shared-kiosk",
+               "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36"}
+
+    def attempt(n: int) -> tuple[int, str]:
+        client = live_app.test_client()
+        barrier.wait()
+        response = client.post("/v1/logins", headers=headers,
+                               json={"account_id": f"u{n}", "password": PASSWORD, "context": context})
+        return response.status_code, response.get_json().get("decision", "")
+
+    with ThreadPoolExecutor(users) as pool:
+        results = list(pool.map(attempt, range(users)))
+    assert results == [(200, "allow")] * users
+    with factory() as session:
+        from security.risk.models import FamiliarityCount
+
+        totals = session.scalars(select(FamiliarityCount.count).where(
+            FamiliarityCount.level == "user", FamiliarityCount.value == "")).all()
+        assert sum(totals) == users

@@ -1,0 +1,1 @@
+"""Appeals against locks, identity verification, the user's own freeze ("not me") and lock release."""
