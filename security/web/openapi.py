@@ -49,6 +49,7 @@ class ContractJsonSchema(GenerateJsonSchema):
         return json_schema
 
 
+PROBLEM_REF = REF_TEMPLATE.format(model="Problem")
 # Hooks other slices use to add top-level sections (e.g. the `webhooks` payload schemas).
 EXTRA_SECTIONS: list[Any] = []
 
@@ -79,7 +80,7 @@ STANDARD_ERRORS = {
 def _problem_response(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/problem+json": {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}},
+        "content": {"application/problem+json": {"schema": {"$ref": PROBLEM_REF}}},
     }
 
 
@@ -90,7 +91,9 @@ def param_schema(converter: str | None, args: str | None) -> dict[str, Any]:
     return PARAM_SCHEMAS.get(converter or "", {"type": "string", "pattern": NO_NUL_PATTERN})
 
 
-def _operation_spec(op: Operation, params: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
+def _operation_spec(
+    op: Operation, params: list[tuple[str, str | None, str | None]], refs: dict[type[BaseModel], str]
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "operationId": op.endpoint.replace(".", "_"),
         "summary": op.summary,
@@ -118,11 +121,11 @@ def _operation_spec(op: Operation, params: list[tuple[str, str | None, str | Non
     if op.body is not None:
         spec["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=op.body.__name__)}}},
+            "content": {"application/json": {"schema": {"$ref": refs[op.body]}}},
         }
     ok: dict[str, Any] = {"description": op.summary}
     if op.response is not None:
-        ok["content"] = {op.response_media_type: {"schema": {"$ref": REF_TEMPLATE.format(model=op.response.__name__)}}}
+        ok["content"] = {op.response_media_type: {"schema": {"$ref": refs[op.response]}}}
     for success in (op.status, *op.also):
         spec["responses"][str(success)] = ok
     errors: dict[int, str] = {}
@@ -146,19 +149,22 @@ def build_openapi(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every registered operation that ``app`` serves."""
     served = set(app.view_functions)
     operations = [op for op in REGISTRY if op.endpoint in served]
-    models: dict[str, type[BaseModel]] = {"Problem": Problem}
+    # Keyed by class, not by name: two slices may each have a ``PasswordIn``. Pydantic then gives the
+    # components distinct (module-qualified) names, and every operation refers to its own model's.
+    models: dict[type[BaseModel], None] = {Problem: None}
     for op in operations:
         for model in (op.body, op.response):
             if model is not None:
-                models[model.__name__] = model
-    _, defs = models_json_schema(
-        [(m, "validation") for m in models.values()], ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema
+                models[model] = None
+    keys, defs = models_json_schema(
+        [(m, "validation") for m in models], ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema
     )
+    refs = {model: keys[(model, "validation")]["$ref"] for model in models}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         path, _ = openapi_path(op.rule)
         params = [(m.group("name"), m.group("converter"), m.group("args")) for m in _CONVERTER_OF.finditer(op.rule)]
-        paths.setdefault(path, {})[op.method.lower()] = _operation_spec(op, params)
+        paths.setdefault(path, {})[op.method.lower()] = _operation_spec(op, params, refs)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
