@@ -11,7 +11,7 @@ import uuid
 from typing import Any, cast
 
 import click
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, request
 from flask.cli import AppGroup
 
 from security.accounts.views import account_service
@@ -83,8 +83,12 @@ class AppealToken:
     """``Authorization: Bearer <appeal token>``; the token is matched against the appeal in the view."""
 
     def authenticate(self) -> str:
-        if bearer_token() is None:
+        token = bearer_token()
+        appeal_id = (request.view_args or {}).get("appeal_id")
+        if token is None or not isinstance(appeal_id, uuid.UUID):
             raise InvalidAppealToken("Send the appeal token as 'Authorization: Bearer <appeal token>'.")
+        # Decided here, before the body is parsed: a wrong token learns nothing, not even validation rules.
+        appeal_service(deps()).authenticate(appeal_id, token)
         return USER_ACTOR
 
     def openapi_security(self) -> list[dict[str, list[str]]]:
