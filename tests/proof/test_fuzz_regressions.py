@@ -42,10 +42,32 @@ def test_nul_inside_nested_values_is_found(api):
     assert nul_fields({"clean": ["x", 1, None, {"y": "z"}]}) == []
 
 
+def body_schema(document: dict, path: str, method: str) -> dict:
+    ref = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    return document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+
 def test_the_document_states_the_nul_rule(client):
-    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
-    password = schemas["PasswordIn"]["properties"]["password"]
+    document = client.get("/openapi.json").get_json()
+    password = body_schema(document, "/v1/accounts/{account_id}/password", "put")["properties"]["password"]
     assert password["pattern"] == NO_NUL_PATTERN
+
+
+def test_every_operation_refers_to_its_own_models(app, client):
+    # Was: components were keyed by class name, so the appeals slice's PasswordIn replaced the accounts
+    # slice's in the document and PUT /v1/accounts/{id}/password was described by the wrong schema.
+    from security.web.api import REGISTRY, openapi_path
+
+    document = client.get("/openapi.json").get_json()
+    checked = 0
+    for op in REGISTRY:
+        if op.body is None or op.endpoint not in app.view_functions:
+            continue
+        path, _ = openapi_path(op.rule)
+        fields = {info.alias or name for name, info in op.body.model_fields.items()}
+        assert set(body_schema(document, path, op.method.lower()).get("properties", {})) == fields, op.rule
+        checked += 1
+    assert checked > 0
 
 
 @pytest.mark.parametrize(
