@@ -74,8 +74,12 @@ class MessageIn(Strict):
 class PasswordIn(Strict):
     """`totp_code` or `recovery_code` is needed when no operator reviewed the appeal and TOTP is enabled."""
 
-    # Passwords are taken exactly as typed (no whitespace stripping).
-    model_config = ConfigDict(extra="forbid")
+    # Passwords are taken exactly as typed (no whitespace stripping). The "at most one code" validator
+    # below is stated in /openapi.json (a null counts as absent).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
+        "properties": {"totp_code": {"type": "string"}, "recovery_code": {"type": "string"}},
+        "required": ["totp_code", "recovery_code"],
+    }})
 
     new_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
     totp_code: str | None = Field(default=None, min_length=6, max_length=8, pattern=r"^[0-9]+$")
