@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonValue
 
 from security.appeals.policy import VerificationMethod
 
@@ -36,9 +37,36 @@ class AppealCreatedOut(BaseModel):
     appeal_token: str = Field(description="Send as 'Authorization: Bearer <appeal_token>'. Shown only once.")
 
 
+_METHOD_FIELDS = ("code", "amount", "date", "document")
+_NEEDS: dict[VerificationMethod, set[str]] = {
+    VerificationMethod.CONTACT_CODE: {"code"},
+    VerificationMethod.TOTP: {"code"},
+    VerificationMethod.RECOVERY_CODE: {"code"},
+    VerificationMethod.RECENT_TRANSACTION: {"amount", "date"},
+    VerificationMethod.IDENTITY_DOCUMENT: {"document"},
+}
+
+
+def _method_field_schemas() -> list[JsonValue]:
+    """One alternative per method: its fields present and not null, every other field absent or null."""
+    return [
+        {
+            "properties": {
+                "method": {"const": str(method)},
+                **{name: {"not": {"type": "null"}} if name in wanted else {"type": "null"} for name in _METHOD_FIELDS},
+            },
+            "required": ["method", *sorted(wanted)],
+        }
+        for method, wanted in _NEEDS.items()
+    ]
+
+
 class VerificationIn(Strict):
     """One verification step. Fields by method: `contact_code`, `totp`, `recovery_code` -> `code`;
     `recent_transaction` -> `amount` + `date` (UTC calendar day); `identity_document` -> `document`."""
+
+    # The field rule of ``_fields_match_method``, stated in /openapi.json (a null counts as absent).
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.update(anyOf=_method_field_schemas()))
 
     method: VerificationMethod
     code: str | None = Field(default=None, min_length=1, max_length=MAX_CODE)
@@ -48,15 +76,8 @@ class VerificationIn(Strict):
 
     @model_validator(mode="after")
     def _fields_match_method(self) -> Self:
-        needs: dict[VerificationMethod, set[str]] = {
-            VerificationMethod.CONTACT_CODE: {"code"},
-            VerificationMethod.TOTP: {"code"},
-            VerificationMethod.RECOVERY_CODE: {"code"},
-            VerificationMethod.RECENT_TRANSACTION: {"amount", "date"},
-            VerificationMethod.IDENTITY_DOCUMENT: {"document"},
-        }
-        given = {name for name in ("code", "amount", "date", "document") if getattr(self, name) is not None}
-        wanted = needs[self.method]
+        given = {name for name in _METHOD_FIELDS if getattr(self, name) is not None}
+        wanted = _NEEDS[self.method]
         if given != wanted:
             raise ValueError(f"method '{self.method}' takes exactly: {', '.join(sorted(wanted))}")
         return self
