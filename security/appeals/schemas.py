@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.config import JsonValue
 
 from security.appeals.policy import VerificationMethod
@@ -23,12 +23,19 @@ MAX_DOCUMENT = 64
 AMOUNT_PATTERN = r"^[0-9]{1,18}(\.[0-9]{1,18})?$"
 
 
+# Identifiers are taken as sent: the account lookup trims them itself, and a blank one is simply unknown
+# (202 like any other), not a 422 for a body the document calls valid.
+UNSTRIPPED = StringConstraints(strip_whitespace=False)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class AppealIn(Strict):
-    identifier: str = Field(min_length=1, max_length=MAX_IDENTIFIER, description="Account id, e-mail or phone")
+    identifier: Annotated[str, UNSTRIPPED] = Field(
+        min_length=1, max_length=MAX_IDENTIFIER, description="Account id, e-mail or phone"
+    )
     statement: str = Field(min_length=1, max_length=MAX_TEXT, description="What happened, in the user's words")
 
 
@@ -172,7 +179,7 @@ class RecoveryCodesOut(BaseModel):
 
 
 class FreezeCodeIn(Strict):
-    identifier: str = Field(min_length=1, max_length=MAX_IDENTIFIER)
+    identifier: Annotated[str, UNSTRIPPED] = Field(min_length=1, max_length=MAX_IDENTIFIER)
 
 
 class AcceptedOut(BaseModel):
@@ -184,9 +191,13 @@ class FreezeIn(Strict):
     """Prove possession with exactly one of `password` and `code` (from `POST /v1/freeze/codes`)."""
 
     # Passwords are taken exactly as typed (no whitespace stripping).
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        # The "exactly one of password and code" validator below, stated in /openapi.json.
+        {"properties": {"password": {"type": "string"}, "code": {"type": "null"}}, "required": ["password"]},
+        {"properties": {"code": {"type": "string"}, "password": {"type": "null"}}, "required": ["code"]},
+    ]})
 
-    identifier: str = Field(min_length=1, max_length=MAX_IDENTIFIER)
+    identifier: Annotated[str, UNSTRIPPED] = Field(min_length=1, max_length=MAX_IDENTIFIER)
     password: str | None = Field(default=None, min_length=1, max_length=MAX_PASSWORD)
     code: str | None = Field(default=None, min_length=1, max_length=MAX_CODE)
     reason: str | None = Field(default=None, max_length=MAX_TEXT)
