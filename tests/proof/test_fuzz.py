@@ -57,6 +57,11 @@ SEMANTIC_REFUSALS: dict[str, set[str]] = {
     # Whether the value fits the kind (an IP for ``ip``) is a rule across two path parameters.
     "PUT /v1/deny-list/{kind}/{value}": {"invalid_deny_list_value"},
     "DELETE /v1/deny-list/{kind}/{value}": {"invalid_deny_list_value"},
+    # Proof of possession: a wrong password or code, or an unknown identifier (one answer for all).
+    "POST /v1/freeze": {"freeze_refused"},
+    "POST /v1/appeals/{appeal_id}/verifications": {"verification_failed", "code_expired"},
+    "POST /v1/appeals/{appeal_id}/password": _POLICY | _WRONG_CODE,
+    "POST /v1/appeals/{appeal_id}/totp/confirm": _WRONG_CODE | {"totp_not_pending", "totp_already_enabled"},
 }
 # What a schema-valid request may legitimately get (schemathesis' own default for positive_data_acceptance).
 ACCEPTABLE_FOR_VALID_INPUT = {401, 403, 404, 409, 429}
