@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.config import JsonValue
 
 from security.appeals.policy import VerificationMethod
 
@@ -22,6 +23,11 @@ MAX_DOCUMENT = 64
 AMOUNT_PATTERN = r"^[0-9]{1,18}(\.[0-9]{1,18})?$"
 
 
+# Identifiers are taken as sent: the account lookup trims them itself, and a blank one is simply unknown
+# (202 like any other), not a 422 for a body the document calls valid.
+UNSTRIPPED = StringConstraints(strip_whitespace=False)
+
+
 class Strict(BaseModel):
     # No whitespace stripping: the document's minLength/pattern then mean exactly what is enforced
     # (identifiers are trimmed where they are looked up).
@@ -29,7 +35,9 @@ class Strict(BaseModel):
 
 
 class AppealIn(Strict):
-    identifier: str = Field(min_length=1, max_length=MAX_IDENTIFIER, description="Account id, e-mail or phone")
+    identifier: Annotated[str, UNSTRIPPED] = Field(
+        min_length=1, max_length=MAX_IDENTIFIER, description="Account id, e-mail or phone"
+    )
     statement: str = Field(min_length=1, max_length=MAX_TEXT, description="What happened, in the user's words")
 
 
@@ -38,9 +46,36 @@ class AppealCreatedOut(BaseModel):
     appeal_token: str = Field(description="Send as 'Authorization: Bearer <appeal_token>'. Shown only once.")
 
 
+_METHOD_FIELDS = ("code", "amount", "date", "document")
+_NEEDS: dict[VerificationMethod, set[str]] = {
+    VerificationMethod.CONTACT_CODE: {"code"},
+    VerificationMethod.TOTP: {"code"},
+    VerificationMethod.RECOVERY_CODE: {"code"},
+    VerificationMethod.RECENT_TRANSACTION: {"amount", "date"},
+    VerificationMethod.IDENTITY_DOCUMENT: {"document"},
+}
+
+
+def _method_field_schemas() -> list[JsonValue]:
+    """One alternative per method: its fields present and not null, every other field absent or null."""
+    return [
+        {
+            "properties": {
+                "method": {"const": str(method)},
+                **{name: {"not": {"type": "null"}} if name in wanted else {"type": "null"} for name in _METHOD_FIELDS},
+            },
+            "required": ["method", *sorted(wanted)],
+        }
+        for method, wanted in _NEEDS.items()
+    ]
+
+
 class VerificationIn(Strict):
     """One verification step. Fields by method: `contact_code`, `totp`, `recovery_code` -> `code`;
     `recent_transaction` -> `amount` + `date` (UTC calendar day); `identity_document` -> `document`."""
+
+    # The field rule of ``_fields_match_method``, stated in /openapi.json (a null counts as absent).
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.update(anyOf=_method_field_schemas()))
 
     method: VerificationMethod
     code: str | None = Field(default=None, min_length=1, max_length=MAX_CODE)
@@ -50,15 +85,8 @@ class VerificationIn(Strict):
 
     @model_validator(mode="after")
     def _fields_match_method(self) -> Self:
-        needs: dict[VerificationMethod, set[str]] = {
-            VerificationMethod.CONTACT_CODE: {"code"},
-            VerificationMethod.TOTP: {"code"},
-            VerificationMethod.RECOVERY_CODE: {"code"},
-            VerificationMethod.RECENT_TRANSACTION: {"amount", "date"},
-            VerificationMethod.IDENTITY_DOCUMENT: {"document"},
-        }
-        given = {name for name in ("code", "amount", "date", "document") if getattr(self, name) is not None}
-        wanted = needs[self.method]
+        given = {name for name in _METHOD_FIELDS if getattr(self, name) is not None}
+        wanted = _NEEDS[self.method]
         if given != wanted:
             raise ValueError(f"method '{self.method}' takes exactly: {', '.join(sorted(wanted))}")
         return self
@@ -76,8 +104,12 @@ class MessageIn(Strict):
 class AppealPasswordIn(Strict):
     """`totp_code` or `recovery_code` is needed when no operator reviewed the appeal and TOTP is enabled."""
 
-    # Passwords are taken exactly as typed (no whitespace stripping).
-    model_config = ConfigDict(extra="forbid")
+    # Passwords are taken exactly as typed (no whitespace stripping). The "at most one code" validator
+    # below is stated in /openapi.json (a null counts as absent).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
+        "properties": {"totp_code": {"type": "string"}, "recovery_code": {"type": "string"}},
+        "required": ["totp_code", "recovery_code"],
+    }})
 
     new_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
     totp_code: str | None = Field(default=None, min_length=6, max_length=8, pattern=r"^[0-9]+$")
@@ -149,7 +181,7 @@ class RecoveryCodesOut(BaseModel):
 
 
 class FreezeCodeIn(Strict):
-    identifier: str = Field(min_length=1, max_length=MAX_IDENTIFIER)
+    identifier: Annotated[str, UNSTRIPPED] = Field(min_length=1, max_length=MAX_IDENTIFIER)
 
 
 class AcceptedOut(BaseModel):
@@ -171,7 +203,7 @@ class FreezeIn(Strict):
     # Passwords are taken exactly as typed (no whitespace stripping).
     model_config = ConfigDict(extra="forbid", json_schema_extra=_EXACTLY_ONE_PROOF)
 
-    identifier: str = Field(min_length=1, max_length=MAX_IDENTIFIER)
+    identifier: Annotated[str, UNSTRIPPED] = Field(min_length=1, max_length=MAX_IDENTIFIER)
     password: str | None = Field(default=None, min_length=1, max_length=MAX_PASSWORD)
     code: str | None = Field(default=None, min_length=1, max_length=MAX_CODE)
     reason: str | None = Field(default=None, max_length=MAX_TEXT)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from limits import parse
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from security.config import CONFIG_DIR, Settings
 
@@ -29,6 +29,10 @@ class AppealLimits(BaseModel):
     freeze_codes_per_ip: str = "30 per hour"
     freezes_per_identifier: str = "10 per hour"
     freezes_per_ip: str = "30 per hour"
+    # Appeal submissions, freeze-code requests and freezes do more for a real account (codes, messages, a
+    # password check) than for an unknown identifier; every answer is held until this long after the
+    # request started, so the timing does not tell (as credentials.reset_min_response_ms).
+    min_response_ms: int = Field(default=250, ge=0, le=5000)
     # Where the policy files are read from (tests and deployments may point elsewhere).
     policy_dir: str = str(CONFIG_DIR)
 

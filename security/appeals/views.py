@@ -59,6 +59,7 @@ from security.web import openapi
 from security.web.api import operation
 from security.web.deps import Deps, deps
 from security.web.problems import from_error
+from security.web.transaction import respond_no_sooner_than
 
 bp = Blueprint("appeals", __name__)
 
@@ -180,6 +181,7 @@ def submit_appeal(body: AppealIn) -> AppealCreatedOut:
     For a locked account a one-time code goes to its registered e-mail or phone. Keep the token: it is
     shown only here and is needed for every further step."""
     cfg = _limits_settings()
+    respond_no_sooner_than(cfg.min_response_ms / 1000)
     limits = _rate_limits()
     limits.hit(cfg.appeals_per_ip, scope=Scopes.APPEAL_IP, key=client_ip())
     limits.hit(cfg.appeals_per_identifier, scope=Scopes.APPEAL_IDENTIFIER, key=identifier_key(body.identifier))
@@ -319,6 +321,7 @@ def confirm_totp(appeal_id: uuid.UUID, body: TotpCodeIn) -> RecoveryCodesOut:
 def request_freeze_code(body: FreezeCodeIn) -> AcceptedOut:
     """Always 202 with the same body. For a real account a one-time code goes to its registered contact."""
     cfg = _limits_settings()
+    respond_no_sooner_than(cfg.min_response_ms / 1000)
     limits = _rate_limits()
     limits.hit(cfg.freeze_codes_per_ip, scope=Scopes.FREEZE_CODE_IP, key=client_ip())
     limits.hit(cfg.freeze_codes_per_identifier, scope=Scopes.FREEZE_CODE_IDENTIFIER,
@@ -338,6 +341,7 @@ def freeze(body: FreezeIn) -> FreezeOut | Response:
     once (kind `user_reported`) and tells the wallet (`account.locked`). Freezing a frozen account returns
     the existing case reference. To get the account back, appeal the lock."""
     cfg = _limits_settings()
+    respond_no_sooner_than(cfg.min_response_ms / 1000)
     limits = _rate_limits()
     limits.hit(cfg.freezes_per_ip, scope=Scopes.FREEZE_IP, key=client_ip())
     limits.hit(cfg.freezes_per_identifier, scope=Scopes.FREEZE_IDENTIFIER, key=identifier_key(body.identifier))

@@ -8,7 +8,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from security.types import ACCOUNT_ID_PATTERN
 
@@ -91,7 +100,8 @@ class LoginCheckIn(_In):
     """``POST /v1/logins``: verify the credentials and score the attempt."""
 
     account_id: AccountIdField
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    # Taken exactly as typed (the model strips other strings): " pw " is not "pw", as when it was set.
+    password: Annotated[str, StringConstraints(strip_whitespace=False), Field(min_length=1, max_length=1024)]
     totp_code: Annotated[str | None, Field(max_length=16)] = None
     recovery_code: Annotated[str | None, Field(max_length=64)] = None
     context: ContextIn = ContextIn()

@@ -49,6 +49,7 @@ class ContractJsonSchema(GenerateJsonSchema):
         return json_schema
 
 
+PROBLEM_REF = REF_TEMPLATE.format(model="Problem")
 # Hooks other slices use to add top-level sections (e.g. the `webhooks` payload schemas).
 EXTRA_SECTIONS: list[Any] = []
 
@@ -79,7 +80,7 @@ STANDARD_ERRORS = {
 def _problem_response(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/problem+json": {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}},
+        "content": {"application/problem+json": {"schema": {"$ref": PROBLEM_REF}}},
     }
 
 

@@ -14,7 +14,8 @@ Usage (from any slice's tests)::
 Known and unknown requests are interleaved (ABBA order, after a warm-up) so drift in machine load hits
 both sides alike. Every answer is reduced to (status, headers minus ``Date``/``X-Request-Id``, body); all
 answers must be one and the same value, and the median latencies must lie within ``tolerance`` (10%) of
-each other. ``known``/``unknown`` are cycled, so a flow with per-identifier rate limits can be given many.
+each other (a timing gap is re-measured up to three rounds: a leak shows in every one, load does not).
+``known``/``unknown`` are cycled, so a flow with per-identifier rate limits can be given many.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 TRIES = 200
 WARM_UP = 5
 TIMING_TOLERANCE = 0.10
+TIMING_ATTEMPTS = 3
 # Differ on every response, for everyone: never evidence of anything.
 IGNORED_HEADERS = frozenset({"date", "x-request-id"})
 
@@ -70,6 +72,8 @@ class EnumerationReport:
     known_seconds: list[float] = field(default_factory=list)
     unknown_seconds: list[float] = field(default_factory=list)
     tolerance: float = TIMING_TOLERANCE
+    # Timing gap of every round measured (see probe_enumeration).
+    rounds: list[float] = field(default_factory=list)
 
     @property
     def known_median(self) -> float:
@@ -94,7 +98,8 @@ class EnumerationReport:
         if self.timing_gap > self.tolerance:
             problems.append(
                 f"median latency known {self.known_median * 1000:.3f} ms vs unknown "
-                f"{self.unknown_median * 1000:.3f} ms ({self.timing_gap:.1%} > {self.tolerance:.0%})"
+                f"{self.unknown_median * 1000:.3f} ms ({self.timing_gap:.1%} > {self.tolerance:.0%}; "
+                f"gaps of all rounds: {', '.join(f'{gap:.1%}' for gap in self.rounds)})"
             )
         return problems
 
@@ -125,13 +130,38 @@ def probe_enumeration(
     normalize: Callable[[bytes], bytes] | None = None,
     tolerance: float = TIMING_TOLERANCE,
     reset: Callable[[], None] | None = None,
+    attempts: int = TIMING_ATTEMPTS,
 ) -> EnumerationReport:
     """Send ``tries`` requests for known and as many for unknown identifiers, interleaved; compare them.
+
+    Different answers are final. A timing gap above ``tolerance`` is measured again, up to ``attempts``
+    rounds of ``tries`` each, and the calmest round is reported: a real leak is systematic and shows in
+    every round, while a burst of machine load (CI shares its cores) does not repeat on cue.
 
     ``reset`` (optional) runs before every request and is not timed: e.g. to clear a per-identifier rate
     limit that would otherwise answer 429 to both sides and hide a difference.
     """
     assert known and unknown and not set(known) & set(unknown)
+    rounds: list[EnumerationReport] = []
+    for _ in range(max(1, attempts)):
+        report = _probe_once(send, known, unknown, tries, normalize, tolerance, reset)
+        rounds.append(report)
+        if report.differences() == [] or len(set(report.known_answers) | set(report.unknown_answers)) > 1:
+            break
+    best = min(rounds, key=lambda r: r.timing_gap)
+    best.rounds = [r.timing_gap for r in rounds]
+    return best
+
+
+def _probe_once(
+    send: Callable[[str], Any],
+    known: Sequence[str],
+    unknown: Sequence[str],
+    tries: int,
+    normalize: Callable[[bytes], bytes] | None,
+    tolerance: float,
+    reset: Callable[[], None] | None,
+) -> EnumerationReport:
     report = EnumerationReport(tolerance=tolerance)
     known_ids, unknown_ids = cycle(known), cycle(unknown)
 

@@ -27,16 +27,15 @@ PUBLIC_OPERATIONS = {
     "GET /openapi.json": "the public API contract",
     "POST /v1/password-resets": "the user forgot the password: always 202, same body and timing (enumeration-tested)",
     "POST /v1/password-resets/confirm": "authorised by the 256-bit single-use reset token itself",
-    "POST /v1/appeals": "anyone may appeal: always 202 with a fresh appeal token, whatever the identifier "
-    "(enumeration-tested in tests/appeals)",
-    "POST /v1/freeze/codes": "sends a code only to the account's registered contact; identical answers otherwise",
-    "POST /v1/freeze": "authorised by the account's password or a code sent to its registered contact",
+    "POST /v1/appeals": "the locked-out user appeals: always 202 with an appeal token (enumeration-tested)",
+    "POST /v1/freeze/codes": "the user asks for a freeze code: always 202 (enumeration-tested)",
+    "POST /v1/freeze": "authorised by the account's password or a freeze code in the body (one refusal answer)",
     "POST /v1/review/tokens": "operator sign-in: authorised by the operator's password and TOTP code in the body",
 }
-# Problem codes of a 401 per security scheme (each scheme names its own credential).
-UNAUTHENTICATED_CODES = {
-    "clientKey": "unauthenticated", "appealToken": "invalid_appeal_token", "operatorToken": "unauthenticated",
-}
+# Security schemes this test knows how to exercise.
+CLIENT_KEY = "clientKey"
+APPEAL_TOKEN = "appealToken"
+OPERATOR_TOKEN = "operatorToken"
 # URL rules served outside the JSON API (not in the document), and why.
 NON_API_ROUTES = {
     "/metrics": "Prometheus scrape endpoint (network-restricted in deployment; counts only, no secrets)",
@@ -76,15 +75,15 @@ def send(client, method: str, path: str, spec: dict, key: str | None):
 
 def schemes(spec: dict) -> set[str]:
     requirements = spec.get("security") or []
-    names = {name for req in requirements for name in req}
-    assert names <= set(UNAUTHENTICATED_CODES), f"unknown security scheme {requirements}: extend this test for it"
-    return names
+    found = {name for req in requirements for name in req}
+    assert found <= {CLIENT_KEY, APPEAL_TOKEN, OPERATOR_TOKEN}, f"unknown security scheme {found}: extend this test"
+    return found
 
 
 def required_scopes(spec: dict) -> list[str]:
-    """Service-client scopes an operation needs (other schemes carry no scopes)."""
-    schemes(spec)
-    return [scope for req in spec.get("security") or [] for scope in req.get("clientKey", [])]
+    if CLIENT_KEY not in schemes(spec):
+        return []
+    return [scope for req in spec["security"] for scope in req[CLIENT_KEY]]
 
 
 def assert_problem(response, status: int, code: str | None = None) -> None:
@@ -118,13 +117,13 @@ def test_no_key_or_a_bad_key_is_401(client, db_session, clock):
     bad_keys = [None, "", "not-a-key", "fg_00000000_" + "x" * 43, revoked_key]
     checked = 0
     for method, path, spec in documented_operations(client):
-        if not spec.get("security"):
+        # Client keys and operator tokens answer 401 `unauthenticated`; appeal tokens have their own test below.
+        if not schemes(spec) & {CLIENT_KEY, OPERATOR_TOKEN}:
             continue
         url = concrete_path(path, spec)
-        [scheme] = schemes(spec)
         for key in bad_keys:
             response = send(client, method, url, spec, key)
-            assert_problem(response, 401, UNAUTHENTICATED_CODES[scheme])
+            assert_problem(response, 401, "unauthenticated")
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
         checked += 1
     assert checked > 0
@@ -180,3 +179,24 @@ def test_keys_are_stored_hashed(db_session, clock):
     secret = key.split("_", 2)[2]
     assert len(secret) >= 43
     assert secret not in (stored.key_hash or "")
+
+
+def test_appeal_tokens_open_only_their_own_appeal(app, client):
+    """IDOR: appeal A's token on appeal B, a made-up token, no token: one 401 answer, for every operation
+    that takes an appeal token (derived from the document)."""
+    operations = [(m, p, spec) for m, p, spec in documented_operations(client) if APPEAL_TOKEN in schemes(spec)]
+    if not operations:
+        pytest.skip("no operation takes an appeal token")
+    appeals = [client.post("/v1/appeals", json={"identifier": f"someone-{n}", "statement": "not me"}).get_json()
+               for n in range(2)]
+    (a, b) = appeals
+    answers = set()
+    for method, path, spec in operations:
+        url = path.replace("{appeal_id}", b["appeal_id"])
+        for token in (a["appeal_token"], "x" * 43, None):
+            response = send(client, method, url, spec, token)
+            assert_problem(response, 401)
+            answers.add((response.get_json()["code"], response.get_json()["title"]))
+        # The positive control: B's own token passes authentication on B.
+        assert send(client, method, url, spec, b["appeal_token"]).status_code != 401
+    assert len(answers) == 1, f"the refusals differ: {answers}"

@@ -30,6 +30,7 @@ from tests.conftest import ApiClient, issue_key
 CASES = 2000
 LONG_CASES = 20000
 KNOWN_ACCOUNT = "fuzz-known"
+APPEAL_TOKEN_SCHEME = "appealToken"
 ALL_PHASES = tuple(Phase)
 FAST_PHASES = tuple(p for p in Phase if p not in (Phase.shrink, Phase.explain))
 # The document describes itself; schemathesis never fuzzes the schema's own location.
@@ -53,14 +54,14 @@ SEMANTIC_REFUSALS: dict[str, set[str]] = {
     "POST /v1/events/transaction": {"occurred_at_in_future"},
     "POST /v1/events/account-change": {"occurred_at_in_future"},
     "POST /v1/logins": {"occurred_at_in_future"},
-    # The proof of possession (password or contact code) is a secret, like the codes above.
-    "POST /v1/freeze": {"freeze_refused"},
-    "POST /v1/appeals/{appeal_id}/verifications": {"verification_failed", "code_expired"},
-    "POST /v1/appeals/{appeal_id}/password": _POLICY | _WRONG_CODE,
-    "POST /v1/appeals/{appeal_id}/totp/confirm": {"invalid_totp_code"},
     # Whether the value fits the kind (an IP for ``ip``) is a rule across two path parameters.
     "PUT /v1/deny-list/{kind}/{value}": {"invalid_deny_list_value"},
     "DELETE /v1/deny-list/{kind}/{value}": {"invalid_deny_list_value"},
+    # Proof of possession: a wrong password or code, or an unknown identifier (one answer for all).
+    "POST /v1/freeze": {"freeze_refused"},
+    "POST /v1/appeals/{appeal_id}/verifications": {"verification_failed", "code_expired"},
+    "POST /v1/appeals/{appeal_id}/password": _POLICY | _WRONG_CODE,
+    "POST /v1/appeals/{appeal_id}/totp/confirm": _WRONG_CODE | {"totp_not_pending", "totp_already_enabled"},
 }
 # What a schema-valid request may legitimately get (schemathesis' own default for positive_data_acceptance).
 ACCEPTABLE_FOR_VALID_INPUT = {401, 403, 404, 409, 429}
@@ -115,15 +116,34 @@ def check_semantic_refusal(label: str, response) -> None:
     )
 
 
-def fuzz_operation(run: FuzzRun, operation, mode: GenerationMode, key: str, examples: int, *, derandomize: bool):
+@dataclass
+class Known:
+    """Real resources and credentials the fuzzer aims half its requests at."""
+
+    client_key: str
+    path_parameters: dict[str, str] = field(default_factory=dict)
+    appeal_token: str | None = None
+
+    def credential(self, operation) -> str:
+        spec = operation.schema.raw_schema["paths"][operation.path][operation.method.lower()]
+        schemes = {name for requirement in spec.get("security") or [] for name in requirement}
+        if APPEAL_TOKEN_SCHEME in schemes and self.appeal_token is not None:
+            return self.appeal_token
+        return self.client_key
+
+
+def fuzz_operation(run: FuzzRun, operation, mode: GenerationMode, known: Known, examples: int, *,
+                   derandomize: bool):
     label = operation.label
+    key = known.credential(operation)
     validator = body_validator(operation.schema.raw_schema, operation)
     strategy = operation.as_strategy(mode)
-    has_account = any(p.name == "account_id" for p in operation.iter_parameters())
-    if has_account and (mode is GenerationMode.POSITIVE or operation.body):
-        # Half the requests target an account that exists, so the fuzzer gets past the 404 and into the
-        # service (validation, policy, uniqueness, updates) instead of only probing unknown ids.
-        strategy = st.one_of(strategy, operation.as_strategy(mode, path_parameters={"account_id": KNOWN_ACCOUNT}))
+    fixed = {p.name: known.path_parameters[p.name] for p in operation.iter_parameters()
+             if p.location == "path" and p.name in known.path_parameters}
+    if fixed and (mode is GenerationMode.POSITIVE or operation.body):
+        # Half the requests target a resource that exists (an account, an appeal), so the fuzzer gets past
+        # the 404 and into the service (validation, policy, state) instead of only probing unknown ids.
+        strategy = st.one_of(strategy, operation.as_strategy(mode, path_parameters=fixed))
 
     @settings(
         max_examples=examples,
@@ -157,8 +177,19 @@ def fuzz_operation(run: FuzzRun, operation, mode: GenerationMode, key: str, exam
         run.failures.append(f"{label} [{mode.value}]: {exc}")
 
 
+def known_resources(app, key: str, document: dict) -> Known:
+    known = Known(client_key=key, path_parameters={"account_id": KNOWN_ACCOUNT})
+    if "/v1/appeals" in document["paths"]:
+        created = app.test_client().post("/v1/appeals", json={"identifier": KNOWN_ACCOUNT, "statement": "fuzz"})
+        assert created.status_code == 202, created.get_data(as_text=True)
+        known.path_parameters["appeal_id"] = created.get_json()["appeal_id"]
+        known.appeal_token = created.get_json()["appeal_token"]
+    return known
+
+
 def fuzz(app, key: str, target: int, *, derandomize: bool) -> FuzzRun:
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    known = known_resources(app, key, schema.raw_schema)
     document_ops = {
         f"{method.upper()} {path}" for path, item in schema.raw_schema["paths"].items() for method in item
     }
@@ -173,7 +204,7 @@ def fuzz(app, key: str, target: int, *, derandomize: bool) -> FuzzRun:
     run = FuzzRun()
     for op, mode in plans:
         # An operation without inputs has exactly one request to make.
-        fuzz_operation(run, op, mode, key, per_plan if operation_inputs(op) else 1, derandomize=derandomize)
+        fuzz_operation(run, op, mode, known, per_plan if operation_inputs(op) else 1, derandomize=derandomize)
     return run
 
 

@@ -42,10 +42,32 @@ def test_nul_inside_nested_values_is_found(api):
     assert nul_fields({"clean": ["x", 1, None, {"y": "z"}]}) == []
 
 
+def body_schema(document: dict, path: str, method: str) -> dict:
+    ref = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    return document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+
 def test_the_document_states_the_nul_rule(client):
-    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
-    password = schemas["PasswordIn"]["properties"]["password"]
+    document = client.get("/openapi.json").get_json()
+    password = body_schema(document, "/v1/accounts/{account_id}/password", "put")["properties"]["password"]
     assert password["pattern"] == NO_NUL_PATTERN
+
+
+def test_every_operation_refers_to_its_own_models(app, client):
+    # Was: components were keyed by class name, so the appeals slice's PasswordIn replaced the accounts
+    # slice's in the document and PUT /v1/accounts/{id}/password was described by the wrong schema.
+    from security.web.api import REGISTRY, openapi_path
+
+    document = client.get("/openapi.json").get_json()
+    checked = 0
+    for op in REGISTRY:
+        if op.body is None or op.endpoint not in app.view_functions:
+            continue
+        path, _ = openapi_path(op.rule)
+        fields = {info.alias or name for name, info in op.body.model_fields.items()}
+        assert set(body_schema(document, path, op.method.lower()).get("properties", {})) == fields, op.rule
+        checked += 1
+    assert checked > 0
 
 
 @pytest.mark.parametrize(
@@ -84,3 +106,21 @@ def test_sql_parameters_never_reach_error_messages(settings):
         assert engine.hide_parameters is True
     finally:
         engine.dispose()
+
+
+def test_login_checks_the_password_exactly_as_typed(api):
+    # Was: the login model stripped whitespace from the password (a blank one was a 422 for a schema-valid
+    # body, and " secret " was checked as "secret", unlike when the password was set).
+    padded = "  violet-harbour-engine-42  "
+    api.put("/v1/accounts/pw1", json={"home_country": "DE"})
+    assert api.put("/v1/accounts/pw1/password", json={"password": padded}).status_code == 204
+
+    def decision(password: str) -> str:
+        response = api.post("/v1/logins", json={"account_id": "pw1", "password": password,
+                                                "context": {"ip": "198.51.100.7"}})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()["decision"]
+
+    assert decision(padded.strip()) == "deny"
+    assert decision(padded) != "deny"
+    assert api.post("/v1/logins", json={"account_id": "pw1", "password": "   "}).status_code == 200
