@@ -21,6 +21,7 @@ from security.clock import Clock
 from security.locks.models import Lock
 from security.operators.models import Operator
 from security.review.models import CaseClaim
+from security.review.services import Page
 from security.risk.models import Assessment
 
 MAX_APPEAL_PAGE_SIZE = 100
@@ -57,16 +58,7 @@ class AppealItem:
     claimed_by: str | None
 
 
-@dataclass(frozen=True)
-class AppealPage:
-    items: list[AppealItem]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
+AppealPage = Page[AppealItem]
 
 
 @dataclass(frozen=True)

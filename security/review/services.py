@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
@@ -30,6 +30,8 @@ from security.operators.models import Operator
 from security.operators.services import actor_of
 from security.review.models import CaseClaim
 from security.risk.models import Assessment, RiskEvent
+
+ItemT = TypeVar("ItemT")
 
 MAX_PAGE_SIZE = 100
 TIMELINE_LIMIT = 50
@@ -96,8 +98,10 @@ class QueueItem:
 
 
 @dataclass(frozen=True)
-class QueuePage:
-    items: list[QueueItem]
+class Page(Generic[ItemT]):
+    """One page of a list (the lock queue, the appeal queue)."""
+
+    items: list[ItemT]
     total: int
     page: int
     per_page: int
@@ -105,6 +109,9 @@ class QueuePage:
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
+
+
+QueuePage = Page[QueueItem]
 
 
 @dataclass(frozen=True)
