@@ -12,18 +12,21 @@ import pytest
 from security.delivery.events import envelope_body
 from security.delivery.signing import WebhookSecret, signed_headers
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
+ROOT = Path(__file__).resolve().parents[2]
+# The same snippet is shown in the README and in docs/webhooks.md; both copies must work.
+DOCS = (ROOT / "docs" / "webhooks.md", ROOT / "README.md")
 AT = datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
 OLD = WebhookSecret(b"o" * 32)
 NEW = WebhookSecret(b"n" * 40)
 
 
-@pytest.fixture(scope="module")
-def snippet() -> dict[str, Any]:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 1, "docs/webhooks.md should hold exactly one python snippet"
+@pytest.fixture(scope="module", params=DOCS, ids=lambda path: path.name)
+def snippet(request: pytest.FixtureRequest) -> dict[str, Any]:
+    doc: Path = request.param
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1, f"{doc.name} should hold exactly one python snippet"
     namespace: dict[str, Any] = {}
-    exec(compile(blocks[0], str(DOC), "exec"), namespace)  # noqa: S102 - our own documentation
+    exec(compile(blocks[0], str(doc), "exec"), namespace)  # noqa: S102 - our own documentation
     return namespace
 
 
