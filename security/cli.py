@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from security.audit.services import AuditLog, verify_audit_log
 from security.clients.services import ClientService
+from security.db import session_scope
 from security.errors import FoxguardError
 from security.migrate import current_revisions, downgrade, head_revisions, upgrade
 from security.permissions import ALL_SCOPES
@@ -23,15 +24,8 @@ CLI_ACTOR = "cli"
 @contextmanager
 def cli_session() -> Iterator[Session]:
     """A session committed when the command succeeds, rolled back otherwise."""
-    session = runtime().session_factory()
-    try:
+    with session_scope(runtime().session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def fail(error: FoxguardError) -> None:

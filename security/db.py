@@ -6,6 +6,8 @@ The web layer owns the transaction (one session per request, committed or rolled
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +96,18 @@ def is_sqlite(session_or_engine: Session | Engine) -> bool:
     """True when talking to SQLite (some statements differ: SKIP LOCKED, advisory locks)."""
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name == "sqlite"
+
+
+@contextmanager
+def session_scope(factory: Callable[[], Session]) -> Iterator[Session]:
+    """A session committed when the block succeeds, rolled back otherwise, and always closed
+    (for work outside a request: CLI commands, the dispatcher, the demo)."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from security.clock import Clock
 from security.crypto import SecretBox, UndecryptableSecret
+from security.db import session_scope
 from security.delivery.backoff import BackoffPolicy, DeadLetter
 from security.delivery.events import envelope_body, schema_problems
 from security.delivery.messages import (
@@ -146,16 +147,8 @@ class Dispatcher:
 
     def _claim(self) -> list[ClaimedMessage]:
         # One message per claim: its lease then only has to cover its own send, never a batch.
-        session = self._session_factory()
-        try:
-            claimed = OutboxQueue(session).claim(now=self._clock.now(), lease=self._lease, limit=1)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
-        return claimed
+        with session_scope(self._session_factory) as session:
+            return OutboxQueue(session).claim(now=self._clock.now(), lease=self._lease, limit=1)
 
     def _process(self, message: ClaimedMessage, stats: DispatchStats) -> None:
         try:

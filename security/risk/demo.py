@@ -29,6 +29,7 @@ from security.accounts.services import AccountService, Profile
 from security.audit.services import AuditLog
 from security.clients.services import ClientService
 from security.clock import FrozenClock
+from security.db import session_scope
 from security.delivery.outbox import Outbox
 from security.entropy import SeededEntropy
 from security.locks.models import Lock
@@ -146,15 +147,8 @@ class Demo:
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        session = self._factory()
-        try:
+        with session_scope(self._factory) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def _services(self, session: Session) -> tuple[RiskService, AccountService, LockService]:
         audit = AuditLog(session, clock=self._clock)
