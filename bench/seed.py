@@ -109,7 +109,7 @@ def seed_accounts(engine: Engine, *, seed: int, accounts: int, anchor: datetime,
 
 
 class _Present(Mapping[tuple[str, str, str], Tally]):
-    """The counter rows seen so far, as ``FeatureStore._counts(raw=True)`` would return them."""
+    """The counter rows seen so far, as ``FeatureStore._counts`` would return them (keyed by stored scope)."""
 
     def __init__(self, rows: dict[tuple[str, str, str], list[int]]) -> None:
         self._rows = rows
@@ -156,10 +156,7 @@ class CountingStore(FeatureStore):
         # The brute-force settings are never read by the counter logic.
         super().__init__(_MemorySession(self.rows), brute_force=BruteForceConfig.model_construct())  # type: ignore[arg-type]
 
-    def _counts(self, account_id: str, levels: Iterable[str], values: Iterable[str], *,
-                raw: bool = False) -> Any:
-        if not raw:
-            raise NotImplementedError("only the raw read of record_successful_login is supported")
+    def _counts(self, account_id: str, keys: Iterable[tuple[str, str]]) -> Any:
         return _Present(self.rows)
 
 

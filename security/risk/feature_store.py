@@ -12,13 +12,13 @@ before them); brute-force and IP windows use ``received_at`` (what the attacker 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -129,6 +129,38 @@ class Context:
         return out
 
 
+def _written_hierarchies(ctx: Context) -> list[tuple[Sequence[str], Sequence[str]]]:
+    """The (levels, values finest first) a successful login from ``ctx`` counts."""
+    hierarchies: list[tuple[Sequence[str], Sequence[str]]] = list(ctx.hierarchies().values())
+    if ctx.device_id:
+        hierarchies.append(((DEVICE_LEVEL,), (ctx.device_id,)))
+    if ctx.country and not ctx.ip:  # the IP hierarchy already carries the country
+        hierarchies.append(((IP_LEVELS[2],), (ctx.country.upper(),)))
+    return hierarchies
+
+
+def counter_keys(account_id: str, ctx: Context) -> set[tuple[str, str]]:
+    """Every (level, value) pair a login from ``ctx`` reads or writes, with the levels' total rows."""
+    keys = {(USER_LEVEL, account_id), (USER_LEVEL, TOTAL_ROW)}
+    for levels, values in _written_hierarchies(ctx):
+        for level, value in zip(levels, values, strict=True):
+            keys.add((level, value_key(value)))
+            keys.add((level, TOTAL_ROW))
+    if ctx.country:  # "new country?" for the account, also when the IP hierarchy says otherwise
+        keys.add((IP_LEVELS[2], ctx.country.upper()))
+    return keys
+
+
+def global_view(raw: Mapping[tuple[str, str, str], Tally], account_id: str) -> CountMap:
+    """The account's rows as they are, and the global shards summed into ``GLOBAL_SCOPE``."""
+    out: CountMap = {}
+    for (scope, level, value), row in raw.items():
+        tally = out.setdefault((scope if scope == account_id else GLOBAL_SCOPE, level, value), Tally(0, 0))
+        tally.count += row.count
+        tally.children += row.children
+    return out
+
+
 @dataclass(frozen=True)
 class TransactionInput:
     """The transaction-specific part of an event."""
@@ -146,6 +178,8 @@ class FeatureStore:
     def __init__(self, session: Session, *, brute_force: BruteForceConfig) -> None:
         self._session = session
         self._bf = brute_force
+        # Counter rows read for a login's features, kept for the same login's counter update.
+        self._read: dict[tuple[str, Context], CountMap] = {}
 
     # --- common -------------------------------------------------------------------------------
 
@@ -165,27 +199,25 @@ class FeatureStore:
         ).all()
         return {row.kind for row in found}
 
-    def _counts(self, account_id: str, levels: Iterable[str], values: Iterable[str], *,
-                raw: bool = False) -> CountMap:
-        """Read the account's and the global counters for these levels/values (and level totals).
+    def _counts(self, account_id: str, keys: Iterable[tuple[str, str]]) -> CountMap:
+        """Read the counter rows of ``keys`` ((level, value) pairs) in the account's scope and in every
+        global shard, keyed by stored scope (see :func:`global_view` for the summed global rows).
 
-        Global shards are summed into ``GLOBAL_SCOPE`` unless ``raw`` (then keyed by stored scope).
+        Exact keys only: each is a primary-key probe, so the cost does not grow with the number of
+        counter rows (reading every row of the shards for the levels and values did, and dominated a
+        login's cost on a large history).
         """
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
         rows = self._session.execute(
             select(FamiliarityCount.scope, FamiliarityCount.level, FamiliarityCount.value,
                    FamiliarityCount.count.label("n"), FamiliarityCount.children.label("kids")).where(
                 FamiliarityCount.scope.in_([account_id, *SHARD_SCOPES]),
-                FamiliarityCount.level.in_(sorted(set(levels))),
-                FamiliarityCount.value.in_(sorted({*values, TOTAL_ROW})),
+                tuple_(FamiliarityCount.level, FamiliarityCount.value).in_(wanted),
             )
         )
-        out: CountMap = {}
-        for row in rows:
-            scope = row.scope if raw or row.scope == account_id else GLOBAL_SCOPE
-            tally = out.setdefault((scope, row.level, row.value), Tally(0, 0))
-            tally.count += row.n
-            tally.children += row.kids
-        return out
+        return {(row.scope, row.level, row.value): Tally(row.n, row.kids) for row in rows}
 
     def _seen(self, account_id: str, level: str, value: str | None, counts: CountMap | None = None) -> bool | None:
         """Whether the account used ``value`` at ``level`` before (None when the value is unknown)."""
@@ -221,14 +253,9 @@ class FeatureStore:
         """Return ``familiarity_log10`` and ``successful_login_count``, an explanation, and the counter
         rows read (they also answer "new device?" and "new country?" without another query)."""
         hierarchies = ctx.hierarchies()
-        all_levels = [lvl for levels, _ in hierarchies.values() for lvl in levels] + [USER_LEVEL, DEVICE_LEVEL]
-        all_values = [value_key(v) for _, values in hierarchies.values() for v in values] + [account_id]
-        if ctx.device_id:
-            all_values.append(value_key(ctx.device_id))
-        if ctx.country:
-            all_levels.append(IP_LEVELS[2])
-            all_values.append(ctx.country.upper())
-        counts = self._counts(account_id, all_levels, all_values)
+        raw = self._counts(account_id, counter_keys(account_id, ctx))
+        self._read[(account_id, ctx)] = raw
+        counts = global_view(raw, account_id)
         user_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, account_id))
         total_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, TOTAL_ROW))
         user_logins = user_row.count if user_row else 0
@@ -253,27 +280,21 @@ class FeatureStore:
     def record_successful_login(self, account_id: str, ctx: Context) -> None:
         """Add a successful login to the familiarity counters (global and the account's own).
 
-        One read and one executemany upsert, into the account's own scope and its global shard.
+        One executemany upsert, into the account's own scope and its global shard; the rows it needs to
+        know about were usually read already by :meth:`familiarity_features` for the same login (else
+        one read).
         ``children`` (distinct values, for smoothing) grows when a value is new in its stored scope; a
         value first seen in two shards (or by two concurrent first sightings) is counted twice, which
         only nudges a smoothing constant (values like an IP address mostly live in one account's
         shard). Rows are written in key order so concurrent upserts lock them in the same order.
         """
-        hierarchies: list[tuple[Sequence[str], Sequence[str]]] = list(ctx.hierarchies().values())
-        if ctx.device_id:
-            hierarchies.append(((DEVICE_LEVEL,), (ctx.device_id,)))
-        if ctx.country and not ctx.ip:  # the IP hierarchy already carries the country
-            hierarchies.append(((IP_LEVELS[2],), (ctx.country.upper(),)))
         shard = global_shard(account_id)
         scoped = [(scope, levels, [value_key(v) for v in values])
-                  for scope in (shard, account_id) for levels, values in hierarchies]
+                  for scope in (shard, account_id) for levels, values in _written_hierarchies(ctx)]
         scoped.append((shard, (USER_LEVEL,), [account_id]))
-        existing = self._counts(
-            account_id,
-            {lvl for _, levels, _ in scoped for lvl in levels},
-            {v for _, _, values in scoped for v in values},
-            raw=True,
-        )
+        existing = self._read.pop((account_id, ctx), None)
+        if existing is None:
+            existing = self._counts(account_id, counter_keys(account_id, ctx))
         deltas: dict[tuple[str, str, str], list[int]] = {}
 
         def add(key: tuple[str, str, str], children: int) -> None:

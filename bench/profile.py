@@ -1,0 +1,120 @@
+"""Where one request's time goes: in-process, one operation at a time, with statement counts.
+
+    python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench --seed-events 1000000
+    python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench   # reuse the data
+    python -m bench.profile --url ... --op tx --requests 300 --cprofile 25
+
+For every operation of the mix it sends ``--requests`` requests through Flask's test client (no HTTP, no
+gunicorn: the application's own cost), and reports wall and CPU milliseconds per request, the SQL
+statements per request and the time spent inside the database driver. ``--cprofile N`` adds the N most
+expensive functions (cumulative). A load run tells the throughput; this tells what to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+from typing import Any
+
+from sqlalchemy import event
+
+from bench.run import Plan, make_bench_engine, prepare, service_env, settings_env
+from bench.workload import PATHS, Workload
+
+
+def measure(app: Any, key: str, op: str, requests: int, seed: int, accounts: int,
+            profile: cProfile.Profile | None) -> dict[str, Any]:
+    from bench.dataset import utc_now
+    from security.runtime import runtime
+
+    engine = app.extensions["bench_engine"] if "bench_engine" in app.extensions else runtime(app).engine
+    stats = {"statements": 0, "db_s": 0.0}
+    started_at: list[float] = []
+
+    def before(*_: Any) -> None:
+        started_at.append(time.perf_counter())
+
+    def after(*_: Any) -> None:
+        stats["statements"] += 1
+        stats["db_s"] += time.perf_counter() - started_at.pop()
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    client = app.test_client()
+    work = Workload(seed=seed, accounts=accounts, mix={op: 1}, run_tag=f"profile-{op}-{time.time_ns()}")
+    headers = {"Authorization": f"Bearer {key}"}
+    statuses: dict[int, int] = {}
+    for _ in range(5):  # warm caches and compiled statements
+        request = work.next(utc_now())
+        client.post(request.path, json=request.body, headers=headers)
+    stats["statements"], stats["db_s"] = 0, 0.0
+    wall, cpu = time.perf_counter(), time.process_time()
+    if profile:
+        profile.enable()
+    for _ in range(requests):
+        request = work.next(utc_now())
+        status = client.post(request.path, json=request.body, headers=headers).status_code
+        statuses[status] = statuses.get(status, 0) + 1
+    if profile:
+        profile.disable()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    event.remove(engine, "before_cursor_execute", before)
+    event.remove(engine, "after_cursor_execute", after)
+    return {"op": op, "requests": requests, "status": statuses,
+            "wall_ms": round(wall * 1000 / requests, 2), "cpu_ms": round(cpu * 1000 / requests, 2),
+            "statements": round(stats["statements"] / requests, 1),
+            "db_ms": round(stats["db_s"] * 1000 / requests, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True, help="database URL (PostgreSQL or SQLite)")
+    parser.add_argument("--seed-events", type=int, default=None,
+                        help="re-create the database with this many stored events first")
+    parser.add_argument("--accounts", type=int, default=Plan.accounts)
+    parser.add_argument("--op", action="append", choices=sorted(PATHS), help="operation(s); default all")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="show the N top functions")
+    parser.add_argument("--floor", action="store_true", help="also measure the floor app (bench/floor_app.py)")
+    args = parser.parse_args(argv)
+
+    plan = Plan(accounts=args.accounts)
+    env = service_env(args.url, plan)
+    if args.seed_events is not None:
+        from bench.run import Context
+
+        ctx = Context(args=args, plan=plan, out=None, env=env, seed=args.seed)  # type: ignore[arg-type]
+        key = prepare(ctx, args.url, args.seed_events).key
+    else:
+        from bench import seed
+
+        key, _ = seed.create_client(make_bench_engine(env), name=f"profile-{time.time_ns()}")
+    from security import create_app
+
+    with settings_env(dict(env, FOXGUARD_APP__LOG_LEVEL="WARNING")):
+        app = create_app()
+    profile = cProfile.Profile() if args.cprofile else None
+    if args.floor:
+        from bench.floor_app import create_floor_app
+        from bench.run import delete_floor_rows
+
+        with settings_env(env):
+            floor = create_floor_app()
+        for op in ("tx", "login_event"):
+            print({"app": "floor", **measure(floor, key, op, args.requests, args.seed, args.accounts, None)})
+        delete_floor_rows(make_bench_engine(env))
+    for op in args.op or ("tx", "login_event", "login_check"):
+        print(measure(app, key, op, args.requests, args.seed, args.accounts, profile), flush=True)
+    if profile:
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(args.cprofile)
+        print(out.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
