@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="show the N top functions")
+    parser.add_argument("--sort", default="cumulative", help="cProfile sort key (cumulative, tottime)")
     parser.add_argument("--floor", action="store_true", help="also measure the floor app (bench/floor_app.py)")
     args = parser.parse_args(argv)
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(measure(app, key, op, args.requests, args.seed, args.accounts, profile), flush=True)
     if profile:
         out = io.StringIO()
-        pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(args.cprofile)
+        pstats.Stats(profile, stream=out).sort_stats(args.sort).print_stats(args.cprofile)
         print(out.getvalue())
     return 0
 

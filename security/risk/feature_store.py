@@ -11,14 +11,15 @@ before them); brute-force and IP windows use ``received_at`` (what the attacker 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import BindParameter, Row, Select, and_, bindparam, exists, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -172,6 +173,87 @@ class TransactionInput:
     balance_before: Decimal | None
 
 
+#: What a probe can ask besides the place features; see :func:`probe_statement`.
+PROBE_TRANSACTION: Final = "transaction"
+
+
+def _first(column: Any, *where: Any, newest: bool, name: str) -> Any:
+    """The ``column`` of the account's newest (or oldest) matching event, as a labelled scalar subquery."""
+    # The id breaks ties, so every column of one side comes from the same event.
+    order = (RiskEvent.occurred_at.desc(), RiskEvent.id.desc()) if newest else (RiskEvent.occurred_at, RiskEvent.id)
+    return select(column).where(*where).order_by(*order).limit(1).scalar_subquery().label(name)
+
+
+def _deny_listed_column(kind: DenyListKind, value: str, name: str) -> Any:
+    return exists().where(
+        DenyListEntry.kind == kind, DenyListEntry.value == bindparam(value),
+        or_(DenyListEntry.expires_at.is_(None), DenyListEntry.expires_at > bindparam("at")),
+    ).label(name)
+
+
+@functools.cache
+def probe_statement(*parts: str) -> Select[Any]:
+    """One round trip for the scalar facts an event's features need (built once per shape).
+
+    Always: the neighbouring successful logins with coordinates before and after the event (travel) and
+    whether the IP is deny-listed. With ``PROBE_TRANSACTION``: whether the payee was paid before, whether
+    the destination is deny-listed, and the latest sensitive change (event and Foxguard's own MFA
+    changes). Every subquery is an index probe; parameters: ``account_id``, ``occurred_at``, ``at``,
+    ``ip`` and, for transactions, ``address`` and ``payee``.
+    """
+    account = RiskEvent.account_id == bindparam("account_id")
+    when: BindParameter[datetime] = bindparam("occurred_at")
+    located = (account, RiskEvent.kind == EventKind.LOGIN, RiskEvent.outcome == LoginOutcome.SUCCESS,
+               RiskEvent.lat.is_not(None), RiskEvent.lon.is_not(None))
+    columns = [_deny_listed_column(DenyListKind.IP, "ip", "ip_listed")]
+    # A late event also has a neighbour after it: travel must be possible in both directions.
+    for side, newest, bound in (("before", True, RiskEvent.occurred_at <= when),
+                                ("after", False, RiskEvent.occurred_at > when)):
+        for column in (RiskEvent.lat, RiskEvent.lon, RiskEvent.occurred_at):
+            columns.append(_first(column, *located, bound, newest=newest, name=f"{side}_{column.key}"))
+    if PROBE_TRANSACTION in parts:
+        changed = (account, RiskEvent.kind == EventKind.ACCOUNT_CHANGE,
+                   RiskEvent.change.in_(sorted(SENSITIVE_CHANGES)), RiskEvent.occurred_at <= when)
+        columns += [
+            exists().where(account, RiskEvent.destination_address == bindparam("payee"),
+                           RiskEvent.kind == EventKind.TRANSACTION, RiskEvent.occurred_at < when).label("paid_before"),
+            _deny_listed_column(DenyListKind.ADDRESS, "address", "address_listed"),
+            _first(RiskEvent.occurred_at, *changed, newest=True, name="change_at"),
+            _first(RiskEvent.change, *changed, newest=True, name="change_what"),
+            select(func.max(AuditEntry.at)).where(
+                AuditEntry.subject_type == "account", AuditEntry.subject_id == bindparam("account_id"),
+                AuditEntry.action.in_(MFA_CHANGE_AUDIT_TAGS), AuditEntry.at <= when,
+            ).scalar_subquery().label("mfa_at"),
+        ]
+    return select(*columns)
+
+
+def _listed_value(value: str | None) -> str | None:
+    """How deny-list values are stored (trimmed, lower case)."""
+    return value.strip().lower() if value else None
+
+
+def travel(ctx: Context, occurred_at: datetime, probe: Row[Any]) -> tuple[float | None, float | None, str | None]:
+    """(speed km/h, distance km, explanation) to the faster of the neighbouring logins in ``probe``."""
+    if ctx.lat is None or ctx.lon is None:
+        return None, None, None
+    here = GeoPoint(ctx.lat, ctx.lon, occurred_at)
+    best: tuple[float, float, str] | None = None
+    for side, lat, lon, at in (("previous", probe.before_lat, probe.before_lon, probe.before_occurred_at),
+                               ("next", probe.after_lat, probe.after_lon, probe.after_occurred_at)):
+        if lat is None or lon is None or at is None:
+            continue
+        there = GeoPoint(lat, lon, utc(at))
+        speed = travel_speed_kmh(there, here)
+        distance = haversine_km(there.lat, there.lon, here.lat, here.lon)
+        minutes = abs((here.at - there.at).total_seconds()) / 60
+        if best is None or speed > best[0]:
+            best = (speed, distance, f"{distance:,.0f} km in {minutes:,.0f} min from the {side} login")
+    if best is None:
+        return None, None, None
+    return round(best[0], 1), round(best[1], 1), best[2]
+
+
 class FeatureStore:
     """Reads history for the engine and keeps the familiarity counters current."""
 
@@ -183,21 +265,14 @@ class FeatureStore:
 
     # --- common -------------------------------------------------------------------------------
 
-    def _deny_listed(self, kind: DenyListKind, value: str | None, at: datetime) -> bool:
-        return kind in self._deny_listed_many([(kind, value)], at)
-
-    def _deny_listed_many(self, items: Sequence[tuple[DenyListKind, str | None]], at: datetime) -> set[str]:
-        """Return the kinds among ``items`` whose value is on the deny list (one query)."""
-        wanted = [(kind, value.strip().lower()) for kind, value in items if value]
-        if not wanted:
-            return set()
-        found = self._session.execute(
-            select(DenyListEntry.kind, DenyListEntry.value).where(
-                or_(*(and_(DenyListEntry.kind == kind, DenyListEntry.value == value) for kind, value in wanted)),
-                or_(DenyListEntry.expires_at.is_(None), DenyListEntry.expires_at > at),
-            )
-        ).all()
-        return {row.kind for row in found}
+    def _probe(self, account_id: str, ctx: Context, occurred_at: datetime, at: datetime, *,
+               tx: TransactionInput | None = None) -> Row[Any]:
+        statement = probe_statement(PROBE_TRANSACTION) if tx else probe_statement()
+        params: dict[str, Any] = {"account_id": account_id, "occurred_at": occurred_at, "at": at,
+                                  "ip": _listed_value(ctx.ip)}
+        if tx:
+            params.update(payee=tx.destination_address, address=_listed_value(tx.destination_address))
+        return self._session.execute(statement, params).one()
 
     def _counts(self, account_id: str, keys: Iterable[tuple[str, str]]) -> CountMap:
         """Read the counter rows of ``keys`` ((level, value) pairs) in the account's scope and in every
@@ -320,38 +395,6 @@ class FeatureStore:
                   "children": FamiliarityCount.children + statement.excluded.children},
         ), rows)
 
-    def _travel(self, account_id: str, ctx: Context, occurred_at: datetime) -> tuple[
-        float | None, float | None, str | None
-    ]:
-        if ctx.lat is None or ctx.lon is None:
-            return None, None, None
-        base = select(RiskEvent.lat, RiskEvent.lon, RiskEvent.occurred_at).where(
-            RiskEvent.account_id == account_id, RiskEvent.kind == EventKind.LOGIN,
-            RiskEvent.outcome == LoginOutcome.SUCCESS, RiskEvent.lat.is_not(None), RiskEvent.lon.is_not(None),
-        )
-        before = self._session.execute(
-            base.where(RiskEvent.occurred_at <= occurred_at).order_by(RiskEvent.occurred_at.desc()).limit(1)
-        ).first()
-        # A late event also has a neighbour after it: travel must be possible in both directions.
-        after = self._session.execute(
-            base.where(RiskEvent.occurred_at > occurred_at).order_by(RiskEvent.occurred_at).limit(1)
-        ).first()
-        here = GeoPoint(ctx.lat, ctx.lon, occurred_at)
-        best: tuple[float, float, str] | None = None
-        for row in (before, after):
-            if row is None or row.lat is None or row.lon is None:
-                continue
-            there = GeoPoint(row.lat, row.lon, utc(row.occurred_at))
-            speed = travel_speed_kmh(there, here)
-            distance = haversine_km(there.lat, there.lon, here.lat, here.lon)
-            minutes = abs((here.at - there.at).total_seconds()) / 60
-            if best is None or speed > best[0]:
-                best = (speed, distance, f"{distance:,.0f} km in {minutes:,.0f} min from the "
-                                         f"{'previous' if row is before else 'next'} login")
-        if best is None:
-            return None, None, None
-        return round(best[0], 1), round(best[1], 1), best[2]
-
     def ip_failures(self, ip: str, at: datetime, window: timedelta) -> list[tuple[datetime, str]]:
         """Return (received_at, account_id) of failed logins from ``ip`` within ``window`` before ``at``."""
         rows = self._session.execute(
@@ -391,16 +434,17 @@ class FeatureStore:
             values["failed_logins_ip_window"] = None
             values["distinct_accounts_ip_window"] = None
         familiar, explanation, counts = self.familiarity_features(account_id, ctx)
-        values.update(self._place_features(account_id, ctx, occurred_at, explanations, counts))
+        probe = self._probe(account_id, ctx, occurred_at, received_at)
+        values.update(self._place_features(account_id, ctx, occurred_at, probe, explanations, counts))
         values.update(familiar)
         if explanation:
             explanations["familiarity_log10"] = explanation
-        values["ip_deny_listed"] = self._deny_listed(DenyListKind.IP, ctx.ip, received_at)
+        values["ip_deny_listed"] = bool(probe.ip_listed)
         values["home_country"] = account.home_country if account else None
         values["account_age_days"] = _age_days(account, occurred_at)
         return Features(values, explanations=explanations)
 
-    def _place_features(self, account_id: str, ctx: Context, occurred_at: datetime,
+    def _place_features(self, account_id: str, ctx: Context, occurred_at: datetime, probe: Row[Any],
                         explanations: dict[str, str],
                         counts: CountMap | None = None,
                         ) -> dict[str, FeatureValue]:
@@ -411,11 +455,11 @@ class FeatureStore:
         values["is_new_device"] = None if seen_device is None else not seen_device
         values["is_new_country"] = None if seen_country is None else not seen_country
         values["country"] = ctx.country.upper() if ctx.country else None
-        speed, distance, travel = self._travel(account_id, ctx, occurred_at)
+        speed, distance, why = travel(ctx, occurred_at, probe)
         values["travel_speed_kmh"] = speed
         values["travel_distance_km"] = distance
-        if travel:
-            explanations["travel_speed_kmh"] = travel
+        if why:
+            explanations["travel_speed_kmh"] = why
         return values
 
     def transaction_features(self, *, account: Account, tx: TransactionInput, ctx: Context,
@@ -454,58 +498,23 @@ class FeatureStore:
             (tx.amount / tx.balance_before).quantize(Decimal("0.0001"))
             if tx.balance_before is not None and tx.balance_before > 0 else None
         )
-        earlier_payee = self._session.scalar(
-            select(RiskEvent.id).where(
-                RiskEvent.account_id == account.id, RiskEvent.destination_address == tx.destination_address,
-                RiskEvent.kind == EventKind.TRANSACTION, RiskEvent.occurred_at < occurred_at,
-            ).limit(1)
-        )
-        values["is_new_payee"] = earlier_payee is None
+        probe = self._probe(account.id, ctx, occurred_at, received_at, tx=tx)
+        values["is_new_payee"] = not probe.paid_before
         values["destination_country"] = tx.destination_country
         values["home_country"] = account.home_country
-        listed = self._deny_listed_many(
-            [(DenyListKind.ADDRESS, tx.destination_address), (DenyListKind.IP, ctx.ip)], received_at)
-        values["destination_deny_listed"] = DenyListKind.ADDRESS in listed
-        values["ip_deny_listed"] = DenyListKind.IP in listed
+        values["destination_deny_listed"] = bool(probe.address_listed)
+        values["ip_deny_listed"] = bool(probe.ip_listed)
         values["account_age_days"] = _age_days(account, occurred_at)
-        hours, what = self._since_sensitive_change(account, occurred_at)
+        hours, what = _since_sensitive_change(account, occurred_at, probe)
         values["hours_since_sensitive_change"] = hours
         if what:
             explanations["hours_since_sensitive_change"] = what
-        speed, distance, travel = self._travel(account.id, ctx, occurred_at)
+        speed, distance, why = travel(ctx, occurred_at, probe)
         values["travel_speed_kmh"] = speed
         values["travel_distance_km"] = distance
-        if travel:
-            explanations["travel_speed_kmh"] = travel
+        if why:
+            explanations["travel_speed_kmh"] = why
         return Features(values, explanations=explanations)
-
-    def _since_sensitive_change(self, account: Account, occurred_at: datetime) -> tuple[float | None, str | None]:
-        row = self._session.execute(
-            select(RiskEvent.occurred_at, RiskEvent.change)
-            .where(RiskEvent.account_id == account.id, RiskEvent.kind == EventKind.ACCOUNT_CHANGE,
-                   RiskEvent.change.in_(sorted(SENSITIVE_CHANGES)), RiskEvent.occurred_at <= occurred_at)
-            .order_by(RiskEvent.occurred_at.desc()).limit(1)
-        ).first()
-        candidates: list[tuple[datetime, str]] = []
-        if row is not None:
-            candidates.append((utc(row.occurred_at), f"{row.change} changed"))
-        mfa_changed = self._session.scalar(
-            select(func.max(AuditEntry.at)).where(
-                AuditEntry.subject_type == "account", AuditEntry.subject_id == account.id,
-                AuditEntry.action.in_(MFA_CHANGE_AUDIT_TAGS), AuditEntry.at <= occurred_at,
-            )
-        )
-        if mfa_changed is not None:
-            candidates.append((utc(mfa_changed), "two-factor authentication changed"))
-        changed = account.password_changed_at
-        if (changed is not None and utc(changed) <= occurred_at
-                and utc(changed) - utc(account.created_at) > INITIAL_PASSWORD_GRACE):
-            candidates.append((utc(changed), "password changed"))
-        if not candidates:
-            return None, None
-        when, what = max(candidates)
-        hours = (occurred_at - when).total_seconds() / SECONDS_PER_HOUR
-        return round(hours, 3), f"{what} {hours:.1f} h before"
 
     def change_features(self, *, account: Account, change: str, ctx: Context, occurred_at: datetime,
                         received_at: datetime) -> Features:
@@ -521,11 +530,31 @@ class FeatureStore:
         ) or 0
         # This change included, like the transaction velocity counts.
         values["changes_24h"] = earlier + int(change in SENSITIVE_CHANGES)
-        values.update(self._place_features(account.id, ctx, occurred_at, explanations))
-        values["ip_deny_listed"] = self._deny_listed(DenyListKind.IP, ctx.ip, received_at)
+        probe = self._probe(account.id, ctx, occurred_at, received_at)
+        values.update(self._place_features(account.id, ctx, occurred_at, probe, explanations))
+        values["ip_deny_listed"] = bool(probe.ip_listed)
         values["home_country"] = account.home_country
         values["account_age_days"] = _age_days(account, occurred_at)
         return Features(values, explanations=explanations)
+
+
+def _since_sensitive_change(account: Account, occurred_at: datetime,
+                            probe: Row[Any]) -> tuple[float | None, str | None]:
+    """Hours since the latest sensitive change (backend event, Foxguard MFA change or password set)."""
+    candidates: list[tuple[datetime, str]] = []
+    if probe.change_at is not None:
+        candidates.append((utc(probe.change_at), f"{probe.change_what} changed"))
+    if probe.mfa_at is not None:
+        candidates.append((utc(probe.mfa_at), "two-factor authentication changed"))
+    changed = account.password_changed_at
+    if (changed is not None and utc(changed) <= occurred_at
+            and utc(changed) - utc(account.created_at) > INITIAL_PASSWORD_GRACE):
+        candidates.append((utc(changed), "password changed"))
+    if not candidates:
+        return None, None
+    when, what = max(candidates)
+    hours = (occurred_at - when).total_seconds() / SECONDS_PER_HOUR
+    return round(hours, 3), f"{what} {hours:.1f} h before"
 
 
 def _age_days(account: Account | None, at: datetime) -> float | None:
