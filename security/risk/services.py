@@ -358,13 +358,11 @@ class RiskService:
         Same ``event_id`` and same body: the stored answer. Same ``event_id``, different body: 409.
         """
         hash_ = request_hash(body)
-        if not is_sqlite(self._session):
-            # Two requests with the same event_id at once: the second waits here until the first has
-            # committed, then finds its row and replays the answer (instead of a unique-key 409).
-            # SQLite already runs one writing transaction at a time.
-            key = int.from_bytes(hashlib.sha256(f"{client_id}:{body.event_id}".encode()).digest()[:8], "big",
-                                 signed=True)
-            self._session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        # The account's row lock comes first: it serialises the account's events, so two requests with
+        # the same event_id at once (same body, so same account) run one after the other and the second
+        # finds the first's row and replays its answer. A different body under a used event_id is a 409
+        # either way (here, or from the unique key when its account differs).
+        account = self._lock_account_row(body.account_id)
         existing = self._session.execute(
             select(RiskEvent.request_hash, RiskEvent.response, RiskEvent.kind)
             .where(RiskEvent.client_id == client_id, RiskEvent.event_id == body.event_id)
@@ -375,19 +373,20 @@ class RiskService:
                     f"event_id {body.event_id!r} was already used with a different body.",
                     event_id=body.event_id)
             return dict(existing.response), True
+        if account is None:
+            raise AccountNotFound(f"No account {body.account_id!r}.")
         now = self._clock.now()
         occurred = self._occurred(body.occurred_at, now)
         if isinstance(body, LoginEventIn):
-            outcome = self._login_event(body, occurred, now, client_id, hash_)
+            outcome = self._login_event(account, body, occurred, now, client_id, hash_)
         elif isinstance(body, TransactionEventIn):
-            outcome = self._transaction(body, occurred, now, client_id, hash_)
+            outcome = self._transaction(account, body, occurred, now, client_id, hash_)
         else:
-            outcome = self._change(body, occurred, now, client_id, hash_)
+            outcome = self._change(account, body, occurred, now, client_id, hash_)
         return {"event_id": body.event_id, **outcome.as_answer()}, False
 
-    def _login_event(self, body: LoginEventIn, occurred: datetime, now: datetime,
+    def _login_event(self, account: Account, body: LoginEventIn, occurred: datetime, now: datetime,
                      client_id: uuid.UUID | None, hash_: str) -> Outcome:
-        account = self._existing_account(body.account_id)
         self._expire_locks(account)
         ctx = _context(body.context)
         if account.status == AccountStatus.LOCKED:
@@ -397,9 +396,8 @@ class RiskService:
                            succeeded=body.outcome == "success", second=SecondFactorOutcome.NOT_ENROLLED,
                            event_id=body.event_id, hash_=hash_)
 
-    def _transaction(self, body: TransactionEventIn, occurred: datetime, now: datetime,
+    def _transaction(self, account: Account, body: TransactionEventIn, occurred: datetime, now: datetime,
                      client_id: uuid.UUID | None, hash_: str) -> Outcome:
-        account = self._existing_account(body.account_id)
         self._expire_locks(account)
         ctx = _context(body.context)
         tx = TransactionInput(
@@ -426,9 +424,8 @@ class RiskService:
                      event_id=body.event_id, hash_=hash_, tx=tx)
         return outcome
 
-    def _change(self, body: AccountChangeEventIn, occurred: datetime, now: datetime,
+    def _change(self, account: Account, body: AccountChangeEventIn, occurred: datetime, now: datetime,
                 client_id: uuid.UUID | None, hash_: str) -> Outcome:
-        account = self._existing_account(body.account_id)
         self._expire_locks(account)
         ctx = _context(body.context)
         features = self._store.change_features(account=account, change=body.change, ctx=ctx,
@@ -530,12 +527,6 @@ class RiskService:
             raise EventInFuture("occurred_at is more than 5 minutes in the future.",
                                 errors=[{"field": "occurred_at", "message": "in the future"}])
         return occurred
-
-    def _existing_account(self, account_id: str) -> Account:
-        account = self._lock_account_row(account_id)
-        if account is None:
-            raise AccountNotFound(f"No account {account_id!r}.")
-        return account
 
     def _record(
         self, kind: EventKind, account_id: str, ctx: Context, occurred: datetime, now: datetime,
