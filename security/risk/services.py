@@ -232,13 +232,10 @@ class RiskService:
         # under concurrency (SQLite serialises writers with BEGIN IMMEDIATE anyway).
         return self._session.get(Account, account_id, with_for_update=True, populate_existing=True)
 
-    def _counter(self, account_id: str) -> LoginFailureCounter:
+    def _counter(self, account_id: str) -> tuple[LoginFailureCounter | None, FailureState]:
+        """The account's failure counter row (locked; None until the first failure) and its state."""
         counter = self._session.get(LoginFailureCounter, account_id, with_for_update=True)
-        if counter is None:
-            counter = LoginFailureCounter(account_id=account_id, failures=0, temporary_locks=0,
-                                          updated_at=self._clock.now())
-            self._session.add(counter)
-        return counter
+        return counter, self._state(counter) if counter is not None else FailureState()
 
     @staticmethod
     def _state(counter: LoginFailureCounter) -> FailureState:
@@ -249,7 +246,14 @@ class RiskService:
             last_lock_at=utc(counter.last_lock_at) if counter.last_lock_at else None,
         )
 
-    def _save_state(self, counter: LoginFailureCounter, state: FailureState) -> None:
+    def _save_state(self, account_id: str, counter: LoginFailureCounter | None, old: FailureState,
+                    state: FailureState) -> None:
+        """Store ``state`` when it differs from ``old`` (a clean success writes nothing)."""
+        if state == old:
+            return
+        if counter is None:
+            counter = LoginFailureCounter(account_id=account_id)
+            self._session.add(counter)
         counter.failures = state.failures
         counter.window_started_at = state.window_started_at
         counter.temporary_locks = state.temporary_locks
@@ -280,15 +284,14 @@ class RiskService:
     ) -> Outcome:
         # Unknown account ids get counters too, so their answers carry the same velocity reasons as a
         # real account's (nothing to lock, though).
-        counter = self._counter(account_id)
-        state = self._state(counter)
+        counter, state = self._counter(account_id)
         lock: Lock | None = None
         reasons: list[Reason] = []
         if not succeeded:
             result = register_failure(self._ruleset.brute_force, state, now)
             order = result.lock
             features_state = FailureState(result.failures_in_window, now, 0, None)
-            self._save_state(counter, result.state)
+            self._save_state(account_id, counter, state, result.state)
             features = self._store.login_features(
                 account=account, account_id=account_id, ctx=ctx, occurred_at=occurred, received_at=now,
                 counter=features_state, current_failed=True)
@@ -329,7 +332,7 @@ class RiskService:
         outcome = Outcome(decision, assessment, account.status, [*reasons, *assessment.reasons])
         self._apply_actions(account, assessment, outcome)
         if outcome.decision is Decision.ALLOW:
-            self._save_state(counter, register_success(state))
+            self._save_state(account_id, counter, state, register_success(state))
             self._after_successful_login(account, ctx, occurred, features)
         self._record(EventKind.LOGIN, account_id, ctx, occurred, now, client_id, payload, outcome, features,
                      login_outcome=LoginOutcome.SUCCESS, event_id=event_id, hash_=hash_)
