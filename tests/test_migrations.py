@@ -69,3 +69,24 @@ def test_head_matches_the_models(scratch_engine):
 
 def test_single_head():
     assert len(head_revisions()) == 1
+
+
+@pytest.mark.postgres
+def test_covering_indexes_and_storage_options_match_the_models(scratch_engine):
+    """Alembic's check compares index keys but not INCLUDE columns or table storage options."""
+    from security.models import Base
+
+    upgrade(scratch_engine)
+    expected = {index.name: list(index.dialect_options["postgresql"]["include"] or [])
+                for table in Base.metadata.tables.values() for index in table.indexes}
+    with scratch_engine.connect() as conn:
+        found = {row.name: list(row.included or []) for row in conn.execute(text(
+            "SELECT i.relname AS name, array(SELECT a.attname FROM unnest(x.indkey[x.indnkeyatts:]) k "
+            "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k) AS included "
+            "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "JOIN pg_namespace n ON n.oid = i.relnamespace WHERE n.nspname = 'public'"))}
+        options = conn.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'risk_familiarity_counts'"))
+    assert expected["ix_risk_events_account_kind_time"], "the model declares the covering columns"
+    for name, included in expected.items():
+        assert sorted(found[name]) == sorted(included), name
+    assert "fillfactor=50" in options
