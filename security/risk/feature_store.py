@@ -262,6 +262,7 @@ class FeatureStore:
         self._bf = brute_force
         # Counter rows read for a login's features, kept for the same login's counter update.
         self._read: dict[tuple[str, Context], CountMap] = {}
+        self._ip_failures: dict[tuple[str, datetime, timedelta], list[tuple[datetime, str]]] = {}
 
     # --- common -------------------------------------------------------------------------------
 
@@ -395,8 +396,17 @@ class FeatureStore:
                   "children": FamiliarityCount.children + statement.excluded.children},
         ), rows)
 
-    def ip_failures(self, ip: str, at: datetime, window: timedelta) -> list[tuple[datetime, str]]:
-        """Return (received_at, account_id) of failed logins from ``ip`` within ``window`` before ``at``."""
+    def ip_failures(self, ip: str, at: datetime, window: timedelta, *,
+                    keep: bool = False) -> list[tuple[datetime, str]]:
+        """Return (received_at, account_id) of failed logins from ``ip`` within ``window`` before ``at``.
+
+        ``keep``: the next call with the same arguments gets this answer without a query (the login check
+        asks before the password work and again for the features; nothing is stored in between).
+        """
+        key = (ip, at, window)
+        kept = self._ip_failures.pop(key, None)
+        if kept is not None:
+            return kept
         rows = self._session.execute(
             select(RiskEvent.received_at, RiskEvent.account_id)
             .where(RiskEvent.ip == ip, RiskEvent.outcome == LoginOutcome.FAILURE,
@@ -404,7 +414,10 @@ class FeatureStore:
             .order_by(RiskEvent.received_at.desc())
             .limit(IP_ACCOUNTS_LIMIT)
         ).all()
-        return [(utc(r.received_at), r.account_id) for r in rows]
+        found = [(utc(r.received_at), r.account_id) for r in rows]
+        if keep:
+            self._ip_failures[key] = found
+        return found
 
     # --- per kind -----------------------------------------------------------------------------
 

@@ -222,7 +222,7 @@ class RiskService:
         if not ctx.ip:
             return
         config = self._ruleset.brute_force
-        recent = [at for at, _ in self._store.ip_failures(ctx.ip, now, config.ip_window)]
+        recent = [at for at, _ in self._store.ip_failures(ctx.ip, now, config.ip_window, keep=True)]
         verdict = ip_throttle(config, recent, now)
         if verdict.throttled:
             raise IpThrottled(retry_after=verdict.retry_after_seconds)
