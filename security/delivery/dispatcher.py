@@ -165,8 +165,7 @@ class Dispatcher:
         self, message: ClaimedMessage, result: DeliveryResult, stats: DispatchStats, *, permanent: bool
     ) -> None:
         now = self._clock.now()
-        session = self._session_factory()
-        try:
+        with session_scope(self._session_factory) as session:
             queue = OutboxQueue(session)
             if result.delivered:
                 queue.mark_delivered(message, now=now)
@@ -200,13 +199,8 @@ class Dispatcher:
                     stats.lost_lease += 1
                     outcome = "lease_lost"
                 stats.errors.append(error)
-            session.commit()
-            DELIVERIES.labels(channel=message.channel, outcome=outcome).inc()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        # Counted once the outcome is committed.
+        DELIVERIES.labels(channel=message.channel, outcome=outcome).inc()
 
     # ------------------------------------------------------------------ sending
 

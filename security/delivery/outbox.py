@@ -120,8 +120,9 @@ class Outbox:
             for name in self._endpoints
         ]
 
-    def email(
+    def message(
         self,
+        channel: Channel,
         to: str,
         template: str,
         context: Mapping[str, Any],
@@ -129,26 +130,20 @@ class Outbox:
         secret: Mapping[str, str] | None = None,
         ordering_key: str | None = None,
     ) -> OutboxMessage:
-        """Queue an e-mail rendered from ``template``; ``secret`` values are sealed until delivery."""
-        return self._add(
-            Channel.EMAIL, template, to, {"template": template, "context": dict(context)},
-            secret=secret, ordering_key=ordering_key,
-        )
+        """Queue a message to a person (e-mail or text) rendered from ``template``; ``secret`` values are
+        sealed until delivery."""
+        return self._add(channel, template, to, {"template": template, "context": dict(context)},
+                         secret=secret, ordering_key=ordering_key)
 
-    def sms(
-        self,
-        to: str,
-        template: str,
-        context: Mapping[str, Any],
-        *,
-        secret: Mapping[str, str] | None = None,
-        ordering_key: str | None = None,
-    ) -> OutboxMessage:
-        """Queue a text message rendered from ``template``; ``secret`` values are sealed until delivery."""
-        return self._add(
-            Channel.SMS, template, to, {"template": template, "context": dict(context)},
-            secret=secret, ordering_key=ordering_key,
-        )
+    def email(self, to: str, template: str, context: Mapping[str, Any], *,
+              secret: Mapping[str, str] | None = None, ordering_key: str | None = None) -> OutboxMessage:
+        """Queue an e-mail (see :meth:`message`)."""
+        return self.message(Channel.EMAIL, to, template, context, secret=secret, ordering_key=ordering_key)
+
+    def sms(self, to: str, template: str, context: Mapping[str, Any], *,
+            secret: Mapping[str, str] | None = None, ordering_key: str | None = None) -> OutboxMessage:
+        """Queue a text message (see :meth:`message`)."""
+        return self.message(Channel.SMS, to, template, context, secret=secret, ordering_key=ordering_key)
 
     def notify(
         self,
@@ -164,12 +159,13 @@ class Outbox:
         """Send ``template`` to a person's registered contact: e-mail, or a text message when asked
         for (``prefer_sms``) or when there is no e-mail. Returns the channel used, None if there is none."""
         if email and not (prefer_sms and phone):
-            self.email(email, template, context, secret=secret, ordering_key=ordering_key)
-            return Channel.EMAIL
-        if phone:
-            self.sms(phone, template, context, secret=secret, ordering_key=ordering_key)
-            return Channel.SMS
-        return None
+            channel, to = Channel.EMAIL, email
+        elif phone:
+            channel, to = Channel.SMS, phone
+        else:
+            return None
+        self.message(channel, to, template, context, secret=secret, ordering_key=ordering_key)
+        return channel
 
     def unseal(self, message: OutboxMessage) -> dict[str, str]:
         """The secret values of ``message`` (for the dispatcher and tests)."""
