@@ -233,3 +233,36 @@ def test_every_review_endpoint_needs_an_operator_token(client, service_key):
                          ("post", f"/v1/review/locks/{lock_id}/unlock")]:
         response = getattr(client, method)(path, headers={"Authorization": f"Bearer {service_key}"})
         assert response.status_code == 401, path
+
+
+def test_engine_locks_record_the_assessment_that_caused_them(cases, client, clock, reviewer, db_session, api):
+    answer = cases.risk_lock("risky")
+    lock = db_session.scalars(select(Lock).where(Lock.account_id == "risky")).one()
+    assert lock.assessment_id == uuid.UUID(answer["assessment_id"])
+    # A brute-force lock names the failed login's assessment.
+    cases.account("guessed")
+    assert api.put("/v1/accounts/guessed/password", json={"password": "first-owner-passphrase-93"}).status_code == 204
+    for _ in range(5):
+        last = api.post("/v1/logins", json={"account_id": "guessed", "password": "wrong-wrong-1",
+                                            "context": {"ip": "84.150.20.10"}}).get_json()
+    assert last["lock"] is not None, last
+    brute = db_session.scalars(select(Lock).where(Lock.account_id == "guessed")).one()
+    assert (brute.kind, brute.assessment_id) == ("brute_force", uuid.UUID(last["assessment_id"]))
+
+
+def test_the_queue_ranks_a_lock_by_its_own_assessment(cases, client, clock, reviewer, api):
+    """Later assessments of the same account (at the very same instant, here) do not change the lock's rank."""
+    headers = cases.token(reviewer)
+    accounts = [f"risky-{n}" for n in range(4)]
+    for account_id in accounts:
+        cases.risk_lock(account_id)
+        # The locked account keeps sending events; their assessments score lower than the one that locked it.
+        answer = api.post("/v1/events/transaction", json={
+            "event_id": f"after-{account_id}", "account_id": account_id, "amount": "1.00", "currency": "EUR",
+            "destination": {"address": "0xfriend", "country": "DE"}, "occurred_at": clock.now().isoformat(),
+            "context": {"ip": "84.150.20.10", "country": "DE", "device_id": "dev-1"},
+        }).get_json()
+        assert answer["risk"]["score"] < 100, answer
+    items = client.get("/v1/review/queue", headers=headers).get_json()["items"]
+    assert sorted((i["account_id"], i["score"], i["band"]) for i in items) == [(a, 100, "critical") for a in accounts]
+    assert client.get("/v1/review/queue?min_score=100", headers=headers).get_json()["total"] == len(accounts)
