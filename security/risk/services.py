@@ -216,8 +216,12 @@ class RiskService:
                            succeeded=succeeded, second=second)
 
     def _expire_locks(self, account: Account | None) -> None:
-        """Release the account's overdue temporary locks before deciding (only a locked account has any)."""
-        if account is not None and account.status == AccountStatus.LOCKED:
+        """End the account's overdue temporary locks and restrictions before deciding.
+
+        Only a locked account has open locks, only a restricted one a restriction: an active account
+        costs nothing here.
+        """
+        if account is not None and account.status in (AccountStatus.LOCKED, AccountStatus.RESTRICTED):
             self._locks.expire_due(account_id=account.id)
 
     def _check_ip_throttle(self, ctx: Context, now: datetime) -> None:
