@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from security.db import Base
@@ -32,9 +32,16 @@ class Account(Base):
     status: Mapped[str] = mapped_column(String(16), default=AccountStatus.ACTIVE)
     password_hash: Mapped[str | None] = mapped_column(Text)
     password_changed_at: Mapped[Timestamp | None]
+    # When a restriction placed with an expiry lifts itself (``LockService.expire_due``); None otherwise.
+    restricted_until: Mapped[Timestamp | None]
     created_at: Mapped[Timestamp]
     updated_at: Mapped[Timestamp]
     # Optimistic concurrency: a concurrent change to the same account fails with StaleDataError -> 409.
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+    __table_args__ = (
+        # Expiry sweep: restrictions due to lift.
+        Index("ix_accounts_restricted_until", "restricted_until"),
+    )

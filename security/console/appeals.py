@@ -1,4 +1,4 @@
-"""Console appeal pages: the appeal list, an appeal case, the approve/reject forms and operator replies.
+"""Console appeal pages: the appeal list, an appeal case, claims, the approve/reject forms and operator replies.
 
 They use the same ``AppealCases`` reader and the same ``decide``/``reply`` helpers as
 ``/v1/review/appeals``, and validate forms with the same pydantic models, so the console cannot do
@@ -12,14 +12,14 @@ import uuid
 from flask import redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from security.appeals.states import AppealState
-from security.console.views import NAV_ITEMS, NavItem, bp
+from security.appeals.states import OPEN_STATES, AppealState
+from security.console.views import NAV_ITEMS, NavItem, bp, safe_next
 from security.locks.states import LockKind
 from security.operators.auth import console_page, current_operator
 from security.operators.policy import Permission
 from security.review.appeal_cases import MAX_APPEAL_PAGE_SIZE, AppealOrder
 from security.review.appeal_schemas import AppealQuery, DecisionIn, ReplyIn
-from security.review.appeals import appeal_cases, appeal_filter, decide, reply
+from security.review.appeals import appeal_cases, appeal_filter, claim, decide, release_claim, reply
 from security.web.api import validate
 from security.web.deps import deps
 
@@ -41,7 +41,7 @@ def appeals() -> str:
     base = {k: v for k, v in args.items() if k != "page"}
     return render_template(
         "console/appeals.html", page=page, query=query, base=base, states=list(AppealState),
-        kinds=list(LockKind), orders=list(AppealOrder), max_page_size=MAX_APPEAL_PAGE_SIZE,
+        kinds=list(LockKind), orders=list(AppealOrder), max_page_size=MAX_APPEAL_PAGE_SIZE, open_states=OPEN_STATES,
     )
 
 
@@ -50,7 +50,8 @@ def appeals() -> str:
 def appeal(appeal_id: uuid.UUID) -> str:
     found = appeal_cases(deps()).case(appeal_id)
     me = str(current_operator().id)
-    return render_template("console/appeal.html", c=found, already_reviewed=me in found.reviewed_by)
+    return render_template("console/appeal.html", c=found, already_reviewed=me in found.reviewed_by,
+                           open_states=OPEN_STATES)
 
 
 @bp.post("/appeals/<uuid:appeal_id>/decision")
@@ -76,3 +77,17 @@ def appeal_reply(appeal_id: uuid.UUID) -> BaseResponse:
     assert isinstance(form, ReplyIn)  # noqa: S101
     reply(deps(), appeal_id, current_operator(), form)
     return redirect(url_for("console.appeal", appeal_id=appeal_id) + "#conversation", code=303)
+
+
+@bp.post("/appeals/<uuid:appeal_id>/claim")
+@console_page(Permission.CASES_CLAIM)
+def appeal_claim(appeal_id: uuid.UUID) -> BaseResponse:
+    claim(deps(), appeal_id, current_operator())
+    return redirect(safe_next(request.form.get("next"), url_for("console.appeal", appeal_id=appeal_id)), code=303)
+
+
+@bp.post("/appeals/<uuid:appeal_id>/release")
+@console_page(Permission.CASES_CLAIM)
+def appeal_release(appeal_id: uuid.UUID) -> BaseResponse:
+    release_claim(deps(), appeal_id, current_operator())
+    return redirect(safe_next(request.form.get("next"), url_for("console.appeal", appeal_id=appeal_id)), code=303)

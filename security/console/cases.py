@@ -20,10 +20,10 @@ from security.operators.auth import console_page, current_operator
 from security.operators.policy import Permission
 from security.review.appeal_cases import AppealFilter
 from security.review.appeal_schemas import AppealItemOut
-from security.review.appeals import APPEAL_QUEUE_LIMIT, appeal_cases, close_appeal_of
-from security.review.schemas import ManualLockIn, NoteIn, QueueQuery, UnlockIn
-from security.review.services import MAX_PAGE_SIZE, ClaimFilter, QueueOrder
-from security.review.views import queue_filter, review_service
+from security.review.appeals import APPEAL_QUEUE_LIMIT, appeal_cases, close_appeal_of, review_service
+from security.review.schemas import ManualLockIn, QueueQuery, RestrictIn, UnlockIn
+from security.review.services import MAX_PAGE_SIZE, MAX_RESTRICTION_HOURS, ClaimFilter, QueueOrder
+from security.review.views import queue_filter
 from security.web.api import validate
 from security.web.deps import deps
 
@@ -75,20 +75,26 @@ def release(lock_id: uuid.UUID) -> BaseResponse:
 def account(account_id: str) -> str:
     timeline = review_service(deps()).timeline(account_id)
     return render_template("console/account.html", t=timeline, required_actions=list(RequiredAction),
-                           max_expiry_hours=MAX_EXPIRY_HOURS, me=current_operator().name)
+                           max_expiry_hours=MAX_EXPIRY_HOURS, max_restriction_hours=MAX_RESTRICTION_HOURS,
+                           me=current_operator().name)
+
+
+def _expiry_from_hours(body: dict[str, object], *, maximum: int) -> None:
+    """The form's "expires after N hours" field as the API's ``expires_at`` (empty: no expiry)."""
+    hours = request.form.get("expires_in_hours", "").strip()
+    if hours:
+        if not hours.isdigit() or not 1 <= int(hours) <= maximum:
+            raise InvalidInput(f"Expiry must be a whole number of hours between 1 and {maximum}.")
+        body["expires_at"] = (deps().clock.now() + timedelta(hours=int(hours))).isoformat()
 
 
 @bp.post("/accounts/<account:account_id>/lock")
 @console_page(Permission.LOCKS_WRITE)
 def lock(account_id: str) -> BaseResponse:
     d = deps()
-    hours = request.form.get("expires_in_hours", "").strip()
     body: dict[str, object] = {"note": request.form.get("note", ""),
                                "required_actions": request.form.getlist("required_actions")}
-    if hours:
-        if not hours.isdigit() or not 1 <= int(hours) <= MAX_EXPIRY_HOURS:
-            raise InvalidInput(f"Expiry must be a whole number of hours between 1 and {MAX_EXPIRY_HOURS}.")
-        body["expires_at"] = (d.clock.now() + timedelta(hours=int(hours))).isoformat()
+    _expiry_from_hours(body, maximum=MAX_EXPIRY_HOURS)
     form = validate(ManualLockIn, body, "form")
     assert isinstance(form, ManualLockIn)  # noqa: S101
     review_service(d).lock(account_id, operator=current_operator(), note=form.note, expires_at=form.expires_at,
@@ -110,9 +116,12 @@ def unlock(lock_id: uuid.UUID) -> BaseResponse:
 @bp.post("/accounts/<account:account_id>/restrict")
 @console_page(Permission.LOCKS_WRITE)
 def restrict(account_id: str) -> BaseResponse:
-    form = validate(NoteIn, _form("note"), "form")
-    assert isinstance(form, NoteIn)  # noqa: S101
-    review_service(deps()).restrict(account_id, operator=current_operator(), note=form.note)
+    body: dict[str, object] = {"note": request.form.get("note", "")}
+    _expiry_from_hours(body, maximum=MAX_RESTRICTION_HOURS)
+    form = validate(RestrictIn, body, "form")
+    assert isinstance(form, RestrictIn)  # noqa: S101
+    review_service(deps()).restrict(account_id, operator=current_operator(), note=form.note,
+                                    expires_at=form.expires_at)
     return redirect(url_for("console.account", account_id=account_id), code=303)
 
 

@@ -33,7 +33,7 @@ from security.operators.auth import (
 from security.operators.models import SessionKind
 from security.operators.policy import Permission
 from security.operators.services import actor_of
-from security.operators.views import SIGN_IN_FAILED_DETAIL
+from security.operators.views import SIGN_IN_FAILED_DETAIL, limit_sign_in_attempts
 from security.permissions import ALL_SCOPES
 from security.web.deps import deps
 from security.web.transaction import abandon_request_session
@@ -105,6 +105,7 @@ def sign_in_submit() -> BaseResponse:
     sent = request.form.get(CSRF_FIELD, "")
     if not expected or not sent or not constant_time_equals(expected, sent):
         raise CsrfRejected("The sign-in form's security token is missing or does not match.")
+    limit_sign_in_attempts()
     d = deps()
     service = operator_service(d)
     result = service.sign_in(_field("name"), _field("password"), _field("totp_code"))
@@ -192,10 +193,14 @@ def _refuse_nul_characters() -> None:
 
 
 @bp.errorhandler(FoxguardError)
-def _render_error(error: FoxguardError) -> tuple[str, int]:
+def _render_error(error: FoxguardError) -> Response:
     """Console errors as pages (the JSON API keeps problem+json); the transaction is rolled back first."""
     abandon_request_session()
-    return render_template("console/error.html", error=error), error.status
+    response = Response(render_template("console/error.html", error=error), status=error.status)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:  # 429 and 503 say when to come back, as the JSON API does
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @bp.after_request

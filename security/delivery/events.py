@@ -85,6 +85,8 @@ class AccountRestricted(_Payload):
 
     reasons: list[Reason] = Field(default_factory=list)
     restricted_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="When the restriction lifts itself "
+                                        "(`account.unlocked` with `restriction_expired`); null: until lifted by hand.")
 
 
 class AccountUnlocked(_Payload):
@@ -92,7 +94,9 @@ class AccountUnlocked(_Payload):
 
     lock_id: str | None = None
     reference: str | None = None
-    resolution: str | None = Field(default=None, description="e.g. `expired`, `restriction_lifted`, ...")
+    resolution: str | None = Field(
+        default=None, description="e.g. `expired`, `restriction_lifted`, `restriction_expired`, ..."
+    )
     status: Literal["active", "restricted", "locked"]
     unlocked_at: datetime | None = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
@@ -53,6 +54,9 @@ LOCK_NOTICE_REASONS: Final[Mapping[str, str]] = {
     LockKind.USER_REPORTED: "You reported that your account may be in someone else's hands.",
 }
 SYSTEM_ACTOR: Final = "system"
+RESTRICTION_LIFTED: Final = "restriction_lifted"
+RESTRICTION_EXPIRED: Final = "restriction_expired"
+"""How a restriction ended (the ``resolution`` of its ``account.unlocked`` webhook)."""
 
 
 class AuditTag(StrEnum):
@@ -84,6 +88,14 @@ class InvalidTransition(Conflict):
 class LockNotFound(NotFound):
     code = "lock_not_found"
     title = "No such lock"
+
+
+@dataclass(frozen=True)
+class Expired:
+    """What one expiry sweep ended: temporary locks released and restrictions lifted."""
+
+    locks: list[Lock]
+    restrictions: list[Account]
 
 
 def new_reference(entropy: Entropy) -> str:
@@ -211,8 +223,13 @@ class LockService:
         }, ordering_key=account.id)
         self._session.flush()
 
-    def expire_due(self, *, account_id: str | None = None, limit: int = EXPIRY_BATCH) -> list[Lock]:
-        """Release temporary locks whose ``expires_at`` has passed (all accounts, or one)."""
+    def expire_due(self, *, account_id: str | None = None, limit: int = EXPIRY_BATCH) -> Expired:
+        """End what has run out (all accounts, or one): temporary locks whose ``expires_at`` has passed
+        are released, and restrictions whose ``restricted_until`` has passed are lifted.
+
+        The one expiry path: the ``locks expire`` sweep and the risk engine (before it decides about an
+        account) both call it.
+        """
         now = self._clock.now()
         query = select(Lock).where(
             Lock.status == LockStatus.ACTIVE, Lock.expires_at.is_not(None), Lock.expires_at <= now
@@ -222,7 +239,16 @@ class LockService:
         due = list(self._session.scalars(query.order_by(Lock.expires_at).limit(limit)))
         for lock in due:
             self.release(lock, LockEvent.EXPIRE, actor=SYSTEM_ACTOR, note="temporary lock expired")
-        return due
+        restricted = select(Account).where(
+            Account.status == AccountStatus.RESTRICTED, Account.restricted_until.is_not(None),
+            Account.restricted_until <= now,
+        )
+        if account_id is not None:
+            restricted = restricted.where(Account.id == account_id)
+        lifted = list(self._session.scalars(restricted.order_by(Account.restricted_until, Account.id).limit(limit)))
+        for account in lifted:
+            self.lift_restriction(account, actor=SYSTEM_ACTOR, expired=True)
+        return Expired(locks=due, restrictions=lifted)
 
     def complete_action(self, account_id: str, action: RequiredAction, *, actor: str) -> list[Lock]:
         """Record that the user completed ``action`` (e.g. a password reset).
@@ -244,33 +270,39 @@ class LockService:
                 released.append(self.release(lock, LockEvent.PASSWORD_RESET, actor=actor))
         return released
 
-    def restrict(self, account: Account, *, reasons: Sequence[Mapping[str, Any]], actor: str) -> bool:
+    def restrict(self, account: Account, *, reasons: Sequence[Mapping[str, Any]], actor: str,
+                 expires_at: datetime | None = None) -> bool:
         """Restrict an active account (outgoing transactions held). Returns False if nothing changed.
 
-        A locked or already restricted account stays as it is: a lock is stronger than a restriction.
+        With ``expires_at`` the restriction lifts itself then (:meth:`expire_due`); without, it lasts
+        until lifted. A locked or already restricted account stays as it is: a lock is stronger than a
+        restriction. The caller checks that ``expires_at`` lies in the future.
         """
         if account.status != AccountStatus.ACTIVE:
             return False
         self._set_account_status(account, AccountEvent.RESTRICT)
+        account.restricted_until = expires_at
         now = self._clock.now()
+        until = expires_at.isoformat() if expires_at is not None else None
         rules = [str(r.get("rule", "")) for r in reasons]
         self._audit.record(AuditTag.ACCOUNT_RESTRICTED, actor=actor, subject_type="account",
-                           subject_id=account.id, data={"reasons": rules})
+                           subject_id=account.id, data={"reasons": rules, "expires_at": until})
         self._outbox.webhook(WebhookEvent.ACCOUNT_RESTRICTED, {
-            "account_id": account.id, "restricted_at": now.isoformat(),
+            "account_id": account.id, "restricted_at": now.isoformat(), "expires_at": until,
             "reasons": [{"rule": str(r.get("rule", "")), "detail": str(r.get("detail", ""))} for r in reasons],
         }, ordering_key=account.id)
         self._session.flush()
         return True
 
-    def lift_restriction(self, account: Account, *, actor: str) -> None:
-        """Return a restricted account to active (operator decision)."""
+    def lift_restriction(self, account: Account, *, actor: str, expired: bool = False) -> None:
+        """Return a restricted account to active (operator decision, or ``expired`` by :meth:`expire_due`)."""
         self._set_account_status(account, AccountEvent.LIFT_RESTRICTION)
+        resolution = RESTRICTION_EXPIRED if expired else RESTRICTION_LIFTED
         self._audit.record(AuditTag.RESTRICTION_LIFTED, actor=actor, subject_type="account",
-                           subject_id=account.id, data={})
+                           subject_id=account.id, data={"resolution": resolution})
         self._outbox.webhook(WebhookEvent.ACCOUNT_UNLOCKED, {
             "account_id": account.id, "unlocked_at": self._clock.now().isoformat(), "status": "active",
-            "resolution": "restriction_lifted",
+            "resolution": resolution,
         }, ordering_key=account.id)
         self._session.flush()
 
@@ -281,6 +313,10 @@ class LockService:
             account.status = next_account_status(AccountStatus(account.status), event)
         except IllegalTransition as exc:
             raise InvalidTransition(str(exc), account_status=account.status, event=str(event)) from exc
+        if account.status != AccountStatus.RESTRICTED:
+            # A restriction's expiry belongs to it: lifted, or overtaken by a lock, it is gone (a later
+            # unlock returns the account to active, not to a half-expired restriction).
+            account.restricted_until = None
         account.updated_at = self._clock.now()
         # Always write the row, even when nothing changed (locked -> locked at the same instant): the
         # UPDATE carries the version check that makes a concurrent unlock lose instead of leaving the

@@ -1,4 +1,4 @@
-"""``flask --app app operators ...``: create, list, disable, and reset TOTP with four-eyes."""
+"""``flask --app app operators ...``: create, list, disable, reset TOTP with four-eyes, purge dead sessions."""
 
 from __future__ import annotations
 
@@ -109,3 +109,14 @@ def operators_list() -> None:
         for operator in _service(session).list():
             state = "disabled" if operator.disabled_at else "active"
             click.echo(f"{operator.name}\t{operator.role}\t{state}")
+
+
+@operators_cli.command("purge-sessions")
+def operators_purge_sessions() -> None:
+    """Delete expired, idle-timed-out and revoked console sessions and API tokens (run daily from cron).
+
+    Sign-ins purge the signing-in operator's own dead rows as they go; this sweeps everyone's.
+    """
+    with cli_session() as session:
+        purged = _service(session).purge_all_sessions(actor=CLI_ACTOR)
+    click.echo(f"purged {purged} expired or revoked operator session(s) and token(s)")

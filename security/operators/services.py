@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from security.audit.services import AuditLog
@@ -41,6 +41,7 @@ class AuditTag(StrEnum):
     SIGN_IN_SUCCEEDED = "operator:signin:succeeded"
     SIGN_IN_FAILED = "operator:signin:failed"
     SESSION_ENDED = "operator:session:ended"
+    SESSIONS_PURGED = "operator:session:purged"
     TOKEN_ISSUED = "operator:token:issued"
 
 
@@ -301,12 +302,17 @@ class OperatorService:
     # --- sessions and tokens -----------------------------------------------------------------------------
 
     def start_session(self, operator: Operator, kind: SessionKind, *, replacing: str | None = None) -> IssuedSession:
-        """Issue a new console session or API token; ``replacing`` (an older token) is revoked (rotation)."""
+        """Issue a new console session or API token; ``replacing`` (an older token) is revoked (rotation).
+
+        The operator's own dead sessions and tokens are purged on the way (cheap: one indexed delete of
+        a handful of rows), so the table does not grow with every sign-in between CLI purges.
+        """
         now = self._clock.now()
         if replacing is not None:
             old = self._find_session(replacing)
             if old is not None and old.revoked_at is None:
                 old.revoked_at = now
+        self.purge_sessions(operator=operator)
         raw = self._entropy.token_urlsafe(TOKEN_BYTES)
         token = API_TOKEN_PREFIX + raw if kind == SessionKind.API else raw
         lifetime = (
@@ -330,6 +336,34 @@ class OperatorService:
                 subject_id=str(operator.id), data={"session": str(row.id), "expires_at": row.expires_at.isoformat()},
             )
         return IssuedSession(session=row, token=token)
+
+    def purge_sessions(self, *, operator: Operator | None = None) -> int:
+        """Delete console sessions and API tokens that can never be used again (all, or one operator's).
+
+        Dead means: past the hard end (absolute timeout / token lifetime), revoked (sign-out, rotation,
+        disable, TOTP reset), or, for console sessions, idle longer than the idle timeout: exactly what
+        :meth:`resolve` refuses. Only hashes are stored; the audit log keeps the sign-ins and sign-outs.
+        Returns how many rows went.
+        """
+        now = self._clock.now()
+        dead = or_(
+            OperatorSession.expires_at <= now,
+            OperatorSession.revoked_at.is_not(None),
+            and_(OperatorSession.kind == SessionKind.CONSOLE,
+                 OperatorSession.last_seen_at <= now - self._settings.session_policy.idle),
+        )
+        statement = delete(OperatorSession).where(dead)
+        if operator is not None:
+            statement = statement.where(OperatorSession.operator_id == operator.id)
+        result = self._session.execute(statement.execution_options(synchronize_session=False))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def purge_all_sessions(self, *, actor: str) -> int:
+        """:meth:`purge_sessions` for every operator, audited (the CLI's housekeeping)."""
+        purged = self.purge_sessions()
+        self._audit.record(AuditTag.SESSIONS_PURGED, actor=actor, subject_type="operator", subject_id="*",
+                           data={"purged": purged})
+        return purged
 
     def _find_session(self, token: str) -> OperatorSession | None:
         return self._session.scalar(select(OperatorSession).where(OperatorSession.token_hash == sha256_hex(token)))

@@ -6,12 +6,22 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g
 
+from security.credentials.ratelimit import KeyedRateLimits, client_ip
+from security.credentials.views import LIMITS_KEY
 from security.errors import Unauthenticated
 from security.operators import cli
-from security.operators.auth import OperatorBearer, current_operator, operator_service
+from security.operators.auth import (
+    SETTINGS_KEY,
+    OperatorBearer,
+    current_operator,
+    operator_service,
+    operator_settings,
+)
 from security.operators.models import SessionKind
 from security.operators.policy import Permission
 from security.operators.schemas import OperatorList, OperatorOut, TokenIn, TokenOut
+from security.operators.settings import OperatorSettings
+from security.runtime import runtime
 from security.web import openapi
 from security.web.api import operation
 from security.web.deps import deps
@@ -29,6 +39,20 @@ SIGN_IN_FAILED_DETAIL = "The name, password or code is not correct, or the opera
 """The same words for every cause: never say which factor failed or whether the operator exists."""
 
 
+SIGN_IN_IP_SCOPE = "operator-sign-in:ip"
+"""One counter per client IP for the console sign-in and the token request together."""
+
+
+def limit_sign_in_attempts() -> None:
+    """Count this sign-in attempt against its IP; 429 with ``Retry-After`` when over ``sign_ins_per_ip``.
+
+    Flask-Limiter's storage (Redis when configured, shared by every worker) through the credentials
+    slice's keyed limiter, like the other public credential endpoints. Checked before any password work.
+    """
+    limits: KeyedRateLimits = runtime().extras[LIMITS_KEY]
+    limits.hit(operator_settings(deps()).sign_ins_per_ip, scope=SIGN_IN_IP_SCOPE, key=client_ip())
+
+
 def sign_in_failed() -> Response:
     """The 401 for a refused sign-in, *returned* (not raised) so the failure counter is committed."""
     return from_error(SignInFailed(SIGN_IN_FAILED_DETAIL))
@@ -37,10 +61,12 @@ def sign_in_failed() -> Response:
 @operation(
     bp, "/v1/review/tokens", method="POST", body=TokenIn, response=TokenOut, status=201,
     summary="Exchange an operator's password and TOTP code for a bearer token", tags=["review"],
-    errors={401: "Sign-in failed (the cause is never told)"},
+    errors={401: "Sign-in failed (the cause is never told)", 429: "Too many sign-in attempts from this address"},
 )
 def create_token(body: TokenIn) -> TokenOut | Response:
-    """Failed attempts count toward the operator's lockout; a TOTP code is accepted once only."""
+    """Failed attempts count toward the operator's lockout; a TOTP code is accepted once only. Attempts
+    from one address are also limited across operator names (429 with Retry-After)."""
+    limit_sign_in_attempts()
     service = operator_service(deps())
     result = service.sign_in(body.name, body.password, body.totp_code)
     if not result.ok or result.operator is None:
@@ -84,5 +110,8 @@ openapi.EXTRA_SECTIONS.append(_operator_token_scheme)
 
 
 def init_app(app: Flask) -> None:
+    rt = runtime(app)
+    # An invalid [operators] section (e.g. a malformed rate) fails at start, not at the first sign-in.
+    rt.extras[SETTINGS_KEY] = OperatorSettings.from_settings(rt.settings)
     app.register_blueprint(bp)
     app.cli.add_command(cli.operators_cli)

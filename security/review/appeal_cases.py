@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from security.appeals.models import Appeal, AppealHistory, AppealMessage, AppealReview, AppealVerification
 from security.appeals.services import AppealService, Needed
@@ -56,6 +56,8 @@ class AppealItem:
     approvals: int
     approvals_required: int | None
     claimed_by: str | None
+    # The claim is on this appeal itself (False: its lock's claim covers it; release that one instead).
+    claimed_here: bool = False
 
 
 AppealPage = Page[AppealItem]
@@ -87,6 +89,9 @@ class AppealCase:
     approvals_required: int | None
     actions_left: tuple[str, ...]
     reviewed_by: frozenset[str]
+    claimed_by: str | None = None
+    # The claim is on this appeal itself (False: its lock's claim covers it).
+    claimed_here: bool = False
 
     @property
     def decidable(self) -> bool:
@@ -105,6 +110,7 @@ class AppealCases:
 
         An appeal's risk is its lock's: the score of the assessment that caused the lock or, when the
         lock names none, of the account's latest assessment before the lock (as in the lock queue).
+        ``claimed_by``: the appeal's own claim, else (while it is open) its lock's, which covers it too.
         """
         latest_before_lock = (
             select(Assessment.id)
@@ -120,13 +126,15 @@ class AppealCases:
             .where(AppealReview.appeal_id == Appeal.id, AppealReview.approve.is_(True))
             .correlate(Appeal).scalar_subquery()
         )
+        # The appeal's own claim or, while the appeal is open, its lock's claim (which covers it too).
+        lock_claim = aliased(CaseClaim)
         query = (
-            select(Appeal, Lock, score, Assessment.band, approvals, Operator.name)
+            select(Appeal, Lock, score, Assessment.band, approvals, Operator.name, CaseClaim.id)
             .join(Lock, Lock.id == Appeal.lock_id)
             .outerjoin(Assessment, Assessment.id == func.coalesce(Lock.assessment_id, latest_before_lock))
-            # The lock's claim (``/v1/review/locks/{id}/claim``) covers its appeal too.
-            .outerjoin(CaseClaim, CaseClaim.lock_id == Lock.id)
-            .outerjoin(Operator, Operator.id == CaseClaim.operator_id)
+            .outerjoin(CaseClaim, CaseClaim.appeal_id == Appeal.id)
+            .outerjoin(lock_claim, lock_claim.lock_id == Appeal.open_lock_id)
+            .outerjoin(Operator, Operator.id == func.coalesce(CaseClaim.operator_id, lock_claim.operator_id))
         )
         if criteria.state is not None:
             query = query.where(Appeal.state == criteria.state)
@@ -151,8 +159,8 @@ class AppealCases:
         items = [
             AppealItem(appeal=appeal, lock=lock, score=int(points), band=band, approvals=int(given or 0),
                        approvals_required=self._reviewers(appeal), claimed_by=claimer,
-                       age_seconds=int((now - appeal.created_at).total_seconds()))
-            for appeal, lock, points, band, given, claimer in rows
+                       claimed_here=own is not None, age_seconds=int((now - appeal.created_at).total_seconds()))
+            for appeal, lock, points, band, given, claimer, own in rows
         ]
         return AppealPage(items=items, total=total, page=criteria.page, per_page=criteria.per_page)
 
@@ -173,14 +181,29 @@ class AppealCases:
         ))
         reviews = service.reviews(appeal)
         snapshot = service.snapshot(appeal)
+        claimed_by, claimed_here = self._holder(appeal)
         return AppealCase(
             appeal=appeal, lock=lock, statement=statement, verifications=verifications,
             needed=snapshot.needed, messages=messages, reviews=self._named(reviews),
             history=service.history(appeal), approvals=service.approvals(appeal),
             approvals_required=self._reviewers(appeal),
             actions_left=service.actions_left(appeal) if appeal.state == AppealState.APPROVED else (),
-            reviewed_by=frozenset(r.operator_id for r in reviews),
+            reviewed_by=frozenset(r.operator_id for r in reviews), claimed_by=claimed_by, claimed_here=claimed_here,
         )
+
+    def _holder(self, appeal: Appeal) -> tuple[str | None, bool]:
+        """Who holds the appeal's claim, or (while it is open) its lock's; and whether it is the appeal's own."""
+        claims = [CaseClaim.appeal_id == appeal.id]
+        if appeal.open_lock_id is not None:
+            claims.append(CaseClaim.lock_id == appeal.open_lock_id)
+        rows = self._session.execute(
+            select(Operator.name, CaseClaim.appeal_id).join(Operator, Operator.id == CaseClaim.operator_id)
+            .where(or_(*claims)).order_by(CaseClaim.appeal_id.is_(None))
+        ).all()
+        if not rows:
+            return None, False
+        name, appeal_id = rows[0]
+        return name, appeal_id is not None
 
     def _named(self, reviews: list[AppealReview]) -> list[ReviewView]:
         ids: set[uuid.UUID] = set()

@@ -56,7 +56,10 @@ class AppealItemOut(BaseModel):
     age_seconds: int
     approvals_given: int
     approvals_required: int | None
-    claimed_by: str | None = Field(description="Operator holding the claim on the appeal's lock")
+    claimed_by: str | None = Field(description="Operator holding the claim on the appeal, or on its lock "
+                                               "(a claim on either covers both)")
+    claimed_here: bool = Field(description="The claim is on this appeal itself (release it here); false when "
+                                           "the lock's claim covers it")
     created_at: datetime
     updated_at: datetime
     version: int
@@ -68,6 +71,7 @@ class AppealItemOut(BaseModel):
                    lock_reference=item.lock.reference if item.lock else None, lock_kind=a.lock_kind,
                    score=item.score, band=item.band, age_seconds=item.age_seconds, approvals_given=item.approvals,
                    approvals_required=item.approvals_required, claimed_by=item.claimed_by,
+                   claimed_here=item.claimed_here,
                    created_at=a.created_at, updated_at=a.updated_at, version=a.version)
 
 
@@ -142,6 +146,8 @@ class AppealCaseOut(BaseModel):
     approvals_required: int | None
     actions_left: list[str]
     lock: LockOut | None = Field(description="The lock appealed against, with its reasons")
+    claimed_by: str | None = Field(description="Operator holding the claim on the appeal, or on its lock")
+    claimed_here: bool = Field(description="The claim is on this appeal itself")
     messages: list[MessageOut]
     reviews: list[ReviewOut]
     history: list[AppealHistoryOut]
@@ -161,7 +167,7 @@ class AppealCaseOut(BaseModel):
                              approvals_required=n.approvals_required, approvals_given=n.approvals_given,
                              actions=list(n.actions)),
             approvals_given=c.approvals, approvals_required=c.approvals_required, actions_left=list(c.actions_left),
-            lock=LockOut.of(c.lock) if c.lock else None,
+            lock=LockOut.of(c.lock) if c.lock else None, claimed_by=c.claimed_by, claimed_here=c.claimed_here,
             messages=[MessageOut(author=m.author_kind, author_id=m.author_id, body=m.body, created_at=m.created_at)
                       for m in c.messages],
             reviews=[ReviewOut(operator_id=r.operator_id, operator_name=r.operator_name, approve=r.approve,

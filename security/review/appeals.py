@@ -11,10 +11,10 @@ import uuid
 from flask import Blueprint
 
 from security.appeals.services import AppealService
-from security.appeals.states import ActorKind
+from security.appeals.states import OPEN_STATES, ActorKind
 from security.appeals.views import appeal_service
-from security.errors import Conflict
 from security.locks.models import Lock
+from security.locks.services import LockService
 from security.operators.auth import OperatorBearer, current_operator
 from security.operators.models import Operator
 from security.operators.policy import Permission
@@ -27,6 +27,9 @@ from security.review.appeal_schemas import (
     DecisionIn,
     ReplyIn,
 )
+from security.review.models import CaseClaim
+from security.review.schemas import AppealClaimOut
+from security.review.services import NotACase, ReviewService
 from security.web.api import operation
 from security.web.deps import Deps, deps
 
@@ -34,11 +37,6 @@ bp = Blueprint("review_appeals", __name__)  # registered by ``security.review.vi
 TAGS = ["review"]
 APPEAL_QUEUE_LIMIT = MAX_APPEAL_PAGE_SIZE
 """Appeals shown above the lock queue in the console (all waiting ones, up to a page)."""
-
-
-class NotACase(Conflict):
-    code = "appeal_not_a_case"
-    title = "This appeal names no locked account; there is nobody to answer"
 
 
 def appeal_cases(d: Deps, service: AppealService | None = None) -> AppealCases:
@@ -52,12 +50,32 @@ def appeal_filter(query: AppealQuery) -> AppealFilter:
     )
 
 
+def review_service(d: Deps) -> ReviewService:
+    locks = LockService(d.session, clock=d.clock, entropy=d.entropy, audit=d.audit, outbox=d.outbox)
+    return ReviewService(d.session, clock=d.clock, audit=d.audit, locks=locks)
+
+
 def decide(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: DecisionIn) -> AppealCaseOut:
-    """Record the operator's decision (shared by the API and the console) and return the case after it."""
+    """Record the operator's decision (shared by the API and the console) and return the case after it.
+
+    A decision that closes the appeal ends its claim too (as a manual unlock ends the lock's).
+    """
     service = appeal_service(d)
     service.decide(appeal_id, str(operator.id), body.approve, body.note or None, body.user_reason or None,
                    body.expected_version)
+    if service.get(appeal_id).state not in OPEN_STATES:
+        review_service(d).drop_appeal_claim(appeal_id, operator=operator)
     return AppealCaseOut.of(appeal_cases(d, service).case(appeal_id))
+
+
+def claim(d: Deps, appeal_id: uuid.UUID, operator: Operator) -> CaseClaim:
+    """Claim an appeal case (shared by the API and the console)."""
+    return review_service(d).claim_appeal(appeal_id, operator=operator)
+
+
+def release_claim(d: Deps, appeal_id: uuid.UUID, operator: Operator) -> None:
+    """Give an appeal case back to the queue (shared by the API and the console)."""
+    review_service(d).release_appeal_claim(appeal_id, operator=operator)
 
 
 def reply(d: Deps, appeal_id: uuid.UUID, operator: Operator, body: ReplyIn) -> AppealCaseOut:
@@ -89,6 +107,27 @@ def list_appeals(query: AppealQuery) -> AppealListOut:
 )
 def get_appeal(appeal_id: uuid.UUID) -> AppealCaseOut:
     return AppealCaseOut.of(appeal_cases(deps()).case(appeal_id))
+
+
+@operation(
+    bp, "/v1/review/appeals/<uuid:appeal_id>/claim", method="POST", response=AppealClaimOut,
+    auth=OperatorBearer(Permission.CASES_CLAIM), tags=TAGS,
+    summary="Claim an appeal case (one operator at a time; a claim on its lock covers it too)",
+    errors={404: "No such appeal", 409: "Claimed by someone else (the appeal or its lock), closed, or a decoy"},
+)
+def claim_appeal(appeal_id: uuid.UUID) -> AppealClaimOut:
+    operator = current_operator()
+    taken = claim(deps(), appeal_id, operator)
+    return AppealClaimOut(appeal_id=appeal_id, claimed_by=operator.name, claimed_at=taken.claimed_at)
+
+
+@operation(
+    bp, "/v1/review/appeals/<uuid:appeal_id>/claim", method="DELETE", status=204,
+    auth=OperatorBearer(Permission.CASES_CLAIM), tags=TAGS, summary="Give a claimed appeal back to the queue",
+    errors={403: "Claimed by another operator", 404: "No such appeal", 409: "A decoy (no locked account)"},
+)
+def release_appeal(appeal_id: uuid.UUID) -> None:
+    release_claim(deps(), appeal_id, current_operator())
 
 
 @operation(

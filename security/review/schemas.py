@@ -12,6 +12,7 @@ from security.locks.models import Lock, LockHistory
 from security.locks.states import LockKind, LockStatus, RequiredAction
 from security.review.services import (
     MAX_PAGE_SIZE,
+    MAX_RESTRICTION_HOURS,
     TIMELINE_LIMIT,
     ClaimFilter,
     QueueItem,
@@ -70,12 +71,15 @@ class QueueItemOut(LockOut):
     score: int
     band: str | None
     age_seconds: int
-    claimed_by: str | None
+    claimed_by: str | None = Field(description="Operator holding the claim on the lock, or on its open appeal "
+                                               "(a claim on either covers both)")
+    claimed_here: bool = Field(description="The claim is on this lock itself (release it here); false when "
+                                           "the appeal's claim covers it")
 
     @classmethod
     def of_item(cls, item: QueueItem) -> QueueItemOut:
         return cls(**LockOut.of(item.lock).model_dump(), score=item.score, band=item.band,
-                   age_seconds=item.age_seconds, claimed_by=item.claimed_by)
+                   age_seconds=item.age_seconds, claimed_by=item.claimed_by, claimed_here=item.claimed_here)
 
 
 class QueueOut(BaseModel):
@@ -88,6 +92,12 @@ class QueueOut(BaseModel):
 
 class ClaimOut(BaseModel):
     lock_id: uuid.UUID
+    claimed_by: str
+    claimed_at: datetime
+
+
+class AppealClaimOut(BaseModel):
+    appeal_id: uuid.UUID
     claimed_by: str
     claimed_at: datetime
 
@@ -107,9 +117,18 @@ class NoteIn(Strict):
     note: str = Field(min_length=3, max_length=NOTE_MAX)
 
 
+class RestrictIn(NoteIn):
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description=f"The restriction lifts itself then (future, at most {MAX_RESTRICTION_HOURS} h ahead); "
+                    "omit: until lifted by hand",
+    )
+
+
 class AccountStatusOut(BaseModel):
     account_id: str
     status: str
+    restricted_until: datetime | None = Field(default=None, description="When a timed restriction lifts itself")
 
 
 class HistoryOut(BaseModel):
@@ -197,6 +216,7 @@ class EntryOut(BaseModel):
 class AccountOut(BaseModel):
     account_id: str
     status: str
+    restricted_until: datetime | None = Field(description="When a timed restriction lifts itself")
     email: str | None
     phone: str | None
     home_country: str | None
@@ -226,7 +246,8 @@ class TimelineOut(BaseModel):
     def of(cls, t: Timeline) -> TimelineOut:
         a = t.account
         return cls(
-            account=AccountOut(account_id=a.id, status=a.status, email=a.email, phone=a.phone,
+            account=AccountOut(account_id=a.id, status=a.status, restricted_until=a.restricted_until,
+                               email=a.email, phone=a.phone,
                                home_country=a.home_country, created_at=a.created_at),
             appeals=[TimelineAppealOut(appeal_id=x.id, lock_id=x.lock_id, state=x.state, created_at=x.created_at,
                                        updated_at=x.updated_at) for x in t.appeals],

@@ -9,15 +9,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from security.accounts.models import Account
+from security.appeals.interfaces import AppealNotFound
 from security.appeals.models import Appeal
+from security.appeals.states import OPEN_STATES
 from security.audit.models import AuditEntry
 from security.audit.services import AuditLog
 from security.clock import Clock
@@ -36,6 +38,8 @@ ItemT = TypeVar("ItemT")
 MAX_PAGE_SIZE = 100
 TIMELINE_LIMIT = 50
 """Most recent items per timeline section (events, assessments, audit, deliveries)."""
+MAX_RESTRICTION_HOURS = 24 * 30
+"""A restriction with an expiry lasts at most 30 days; a longer hold should be indefinite and reviewed."""
 OPERATOR_RULE = "operator"
 """The ``rule`` of a manual lock's reason, so the lock shows who decided and why like automatic ones do."""
 
@@ -43,6 +47,13 @@ OPERATOR_RULE = "operator"
 class AuditTag(StrEnum):
     CASE_CLAIMED = "review:case:claimed"
     CASE_RELEASED = "review:case:released"
+
+
+class CaseKind(StrEnum):
+    """What an operator can claim: a lock, or an appeal against one."""
+
+    LOCK = "lock"
+    APPEAL = "appeal"
 
 
 class QueueOrder(StrEnum):
@@ -71,6 +82,48 @@ class NotYourClaim(Forbidden):
     title = "Only the operator who claimed the case can release it"
 
 
+class NotACase(Conflict):
+    code = "appeal_not_a_case"
+    title = "This appeal names no locked account; there is nobody to answer"
+
+
+CaseKey = tuple[CaseKind, uuid.UUID]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A claimable case, as the one claim mechanism sees it (locks and appeals alike).
+
+    ``covered_by``: the related cases whose claim covers this one too. A lock and its open appeal are
+    one piece of work: a claim on either keeps every other operator off both.
+    """
+
+    kind: CaseKind
+    id: uuid.UUID
+    reference: str
+    account_id: str
+    covered_by: tuple[CaseKey, ...] = ()
+
+    @property
+    def key(self) -> CaseKey:
+        return (self.kind, self.id)
+
+    @property
+    def label(self) -> str:
+        return f"Case {self.reference}" if self.kind is CaseKind.LOCK else f"The appeal of case {self.reference}"
+
+
+def _claim_column(kind: CaseKind) -> Any:
+    return CaseClaim.lock_id if kind is CaseKind.LOCK else CaseClaim.appeal_id
+
+
+def _claim_key(claim: CaseClaim) -> CaseKey:
+    if claim.lock_id is not None:
+        return (CaseKind.LOCK, claim.lock_id)
+    assert claim.appeal_id is not None  # noqa: S101 - the table's check constraint: exactly one of the two
+    return (CaseKind.APPEAL, claim.appeal_id)
+
+
 class FourEyesRequired(Conflict):
     code = "four_eyes_required"
     title = "This lock is released through an appeal approved by two reviewers"
@@ -95,6 +148,8 @@ class QueueItem:
     band: str | None
     age_seconds: int
     claimed_by: str | None
+    # The claim is on this lock itself (False: its appeal's claim covers it; release that one instead).
+    claimed_here: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,9 +205,10 @@ class ReviewService:
     def queue(self, criteria: QueueFilter, *, operator: Operator) -> QueuePage:
         """Open locks, riskiest (then oldest) first, filtered and paginated.
 
-        A case's risk is the score of the assessment that caused the lock or, when the lock does not name
-        one (brute force, manual, or an engine lock placed before its assessment row existed), of the
-        account's latest assessment at the time the lock was placed. No assessment: 0.
+        A case's risk is the score of the assessment that caused the lock (``Lock.assessment_id``: every
+        lock the risk engine places, brute force included, names it) or, when the lock names none (manual
+        and user-reported locks, locks from before 0007), of the account's latest assessment at the time
+        the lock was placed. No assessment: 0. Later assessments of a locked account never change its rank.
         """
         latest_before_lock = (
             select(Assessment.id)
@@ -163,11 +219,16 @@ class ReviewService:
             .scalar_subquery()
         )
         score = func.coalesce(Assessment.score, 0)
+        # A lock is claimed by its own claim or by a claim on its open appeal (one open appeal per lock).
+        appeal_claim = aliased(CaseClaim)
+        holder = func.coalesce(CaseClaim.operator_id, appeal_claim.operator_id)
         query = (
-            select(Lock, score, Assessment.band, Operator.name)
+            select(Lock, score, Assessment.band, Operator.name, CaseClaim.id)
             .outerjoin(Assessment, Assessment.id == func.coalesce(Lock.assessment_id, latest_before_lock))
             .outerjoin(CaseClaim, CaseClaim.lock_id == Lock.id)
-            .outerjoin(Operator, Operator.id == CaseClaim.operator_id)
+            .outerjoin(Appeal, Appeal.open_lock_id == Lock.id)
+            .outerjoin(appeal_claim, appeal_claim.appeal_id == Appeal.id)
+            .outerjoin(Operator, Operator.id == holder)
             .where(Lock.status != LockStatus.RELEASED)
         )
         if criteria.kind is not None:
@@ -179,9 +240,9 @@ class ReviewService:
         if criteria.account_id:
             query = query.where(Lock.account_id == criteria.account_id)
         if criteria.claimed == ClaimFilter.MINE:
-            query = query.where(CaseClaim.operator_id == operator.id)
+            query = query.where(holder == operator.id)
         elif criteria.claimed == ClaimFilter.UNCLAIMED:
-            query = query.where(CaseClaim.id.is_(None))
+            query = query.where(holder.is_(None))
         total = self._session.scalar(select(func.count()).select_from(query.subquery())) or 0
         if criteria.order == QueueOrder.RISK:
             query = query.order_by(score.desc(), Lock.created_at, Lock.reference)
@@ -192,13 +253,15 @@ class ReviewService:
         ).all()
         now = self._clock.now()
         items = [
-            QueueItem(lock=lock, score=int(points), band=band, claimed_by=claimer,
+            QueueItem(lock=lock, score=int(points), band=band, claimed_by=claimer, claimed_here=own is not None,
                       age_seconds=int((now - lock.created_at).total_seconds()))
-            for lock, points, band, claimer in rows
+            for lock, points, band, claimer, own in rows
         ]
         return QueuePage(items=items, total=total, page=criteria.page, per_page=criteria.per_page)
 
     # --- claims --------------------------------------------------------------------------------------
+    # One mechanism for every kind of case: a ``review_claims`` row naming the lock or the appeal (each
+    # column unique, so two simultaneous claims of one case give one winner and a 409).
 
     def _open_lock(self, lock_id: uuid.UUID) -> Lock:
         lock = self._locks.get(lock_id)
@@ -206,45 +269,95 @@ class ReviewService:
             raise CaseClosed(f"Case {lock.reference} was resolved ({lock.resolution}).")
         return lock
 
+    def _lock_case(self, lock: Lock) -> Case:
+        appeal_id = self._session.scalar(select(Appeal.id).where(Appeal.open_lock_id == lock.id))
+        return Case(CaseKind.LOCK, lock.id, lock.reference, lock.account_id,
+                    covered_by=((CaseKind.APPEAL, appeal_id),) if appeal_id is not None else ())
+
+    def _appeal_case(self, appeal_id: uuid.UUID, *, must_be_open: bool) -> Case:
+        appeal = self._session.get(Appeal, appeal_id)
+        if appeal is None:
+            raise AppealNotFound()
+        if appeal.lock_id is None or appeal.account_id is None:
+            raise NotACase()
+        lock = self._locks.get(appeal.lock_id)
+        if must_be_open and appeal.state not in OPEN_STATES:
+            raise CaseClosed(f"The appeal of case {lock.reference} is {appeal.state}.")
+        covered = ((CaseKind.LOCK, lock.id),) if lock.status != LockStatus.RELEASED else ()
+        return Case(CaseKind.APPEAL, appeal.id, lock.reference, appeal.account_id, covered_by=covered)
+
     def claim(self, lock_id: uuid.UUID, *, operator: Operator) -> CaseClaim:
-        """Claim an open case. Claiming one's own case again is a no-op; someone else's is 409."""
-        lock = self._open_lock(lock_id)
-        existing = self._session.scalar(select(CaseClaim).where(CaseClaim.lock_id == lock.id))
-        if existing is not None:
-            if existing.operator_id == operator.id:
-                return existing
-            holder = self._session.get(Operator, existing.operator_id)
+        """Claim an open lock case. Claiming one's own case again is a no-op; someone else's is 409."""
+        return self._claim(self._lock_case(self._open_lock(lock_id)), operator=operator)
+
+    def release_claim(self, lock_id: uuid.UUID, *, operator: Operator) -> None:
+        """Give the lock case back to the queue (only its holder can)."""
+        self._release(self._lock_case(self._locks.get(lock_id)), operator=operator)
+
+    def claim_appeal(self, appeal_id: uuid.UUID, *, operator: Operator) -> CaseClaim:
+        """Claim an open appeal (against a real lock), like a lock case."""
+        return self._claim(self._appeal_case(appeal_id, must_be_open=True), operator=operator)
+
+    def release_appeal_claim(self, appeal_id: uuid.UUID, *, operator: Operator) -> None:
+        """Give the appeal back to the queue (only its holder can)."""
+        self._release(self._appeal_case(appeal_id, must_be_open=False), operator=operator)
+
+    def drop_appeal_claim(self, appeal_id: uuid.UUID, *, operator: Operator) -> None:
+        """After a decision that closed the appeal: its claim goes with it (as a lock's does on unlock)."""
+        claim = self._session.scalar(select(CaseClaim).where(CaseClaim.appeal_id == appeal_id))
+        if claim is not None:
+            self._drop_claim(claim, self._appeal_case(appeal_id, must_be_open=False), actor=actor_of(operator))
+
+    def _claims_on(self, keys: Sequence[CaseKey]) -> list[CaseClaim]:
+        return list(self._session.scalars(
+            select(CaseClaim).where(or_(*(_claim_column(kind) == case_id for kind, case_id in keys)))
+        ))
+
+    def _claim(self, case: Case, *, operator: Operator) -> CaseClaim:
+        claims = self._claims_on([case.key, *case.covered_by])
+        other = next((c for c in claims if c.operator_id != operator.id), None)
+        if other is not None:
+            holder = self._session.get(Operator, other.operator_id)
             raise CaseAlreadyClaimed(
-                f"Case {lock.reference} is claimed by {holder.name if holder else 'another operator'}.",
+                f"{case.label} is claimed by {holder.name if holder else 'another operator'}.",
                 claimed_by=holder.name if holder else None,
             )
-        claim = CaseClaim(lock_id=lock.id, operator_id=operator.id, claimed_at=self._clock.now())
+        own = next((c for c in claims if _claim_key(c) == case.key), None)
+        if own is not None:
+            return own
+        claim = CaseClaim(operator_id=operator.id, claimed_at=self._clock.now())
+        if case.kind is CaseKind.LOCK:
+            claim.lock_id = case.id
+        else:
+            claim.appeal_id = case.id
         self._session.add(claim)
-        # Flush now: a simultaneous claim of the same lock fails on the unique lock_id (-> 409).
+        # Flush now: a simultaneous claim of the same case fails on the unique column (-> 409).
         self._session.flush()
         self._audit.record(
-            AuditTag.CASE_CLAIMED, actor=actor_of(operator), subject_type="account", subject_id=lock.account_id,
-            data={"lock_id": str(lock.id), "reference": lock.reference},
+            AuditTag.CASE_CLAIMED, actor=actor_of(operator), subject_type="account", subject_id=case.account_id,
+            data=self._audit_data(case),
         )
         return claim
 
-    def release_claim(self, lock_id: uuid.UUID, *, operator: Operator) -> None:
-        """Give the case back to the queue (only its holder can)."""
-        lock = self._locks.get(lock_id)
-        existing = self._session.scalar(select(CaseClaim).where(CaseClaim.lock_id == lock.id))
+    def _release(self, case: Case, *, operator: Operator) -> None:
+        existing = self._session.scalar(select(CaseClaim).where(_claim_column(case.kind) == case.id))
         if existing is None:
             return
         if existing.operator_id != operator.id:
-            raise NotYourClaim(f"Case {lock.reference} is claimed by another operator.")
-        self._drop_claim(existing, lock, actor=actor_of(operator))
+            raise NotYourClaim(f"{case.label} is claimed by another operator.")
+        self._drop_claim(existing, case, actor=actor_of(operator))
 
-    def _drop_claim(self, claim: CaseClaim, lock: Lock, *, actor: str) -> None:
+    def _drop_claim(self, claim: CaseClaim, case: Case, *, actor: str) -> None:
         self._session.delete(claim)
         self._session.flush()
         self._audit.record(
-            AuditTag.CASE_RELEASED, actor=actor, subject_type="account", subject_id=lock.account_id,
-            data={"lock_id": str(lock.id), "reference": lock.reference},
+            AuditTag.CASE_RELEASED, actor=actor, subject_type="account", subject_id=case.account_id,
+            data=self._audit_data(case),
         )
+
+    @staticmethod
+    def _audit_data(case: Case) -> dict[str, Any]:
+        return {f"{case.kind}_id": str(case.id), "reference": case.reference}
 
     # --- manual decisions ----------------------------------------------------------------------------
 
@@ -259,9 +372,7 @@ class ReviewService:
         required_actions: Sequence[RequiredAction] = (),
     ) -> Lock:
         """Lock an account by hand; temporary when ``expires_at`` is given."""
-        if expires_at is not None and expires_at <= self._clock.now():
-            raise InvalidInput("expires_at must be in the future.", errors=[
-                {"location": "body", "field": "expires_at", "message": "must be in the future"}])
+        self._check_expiry(expires_at)
         account = self._account(account_id)
         return self._locks.place(
             account, kind=LockKind.OPERATOR, reasons=[{"rule": OPERATOR_RULE, "points": 0, "detail": note}],
@@ -284,14 +395,31 @@ class ReviewService:
         )
         claim = self._session.scalar(select(CaseClaim).where(CaseClaim.lock_id == lock.id))
         if claim is not None:
-            self._drop_claim(claim, lock, actor=actor_of(operator))
+            self._drop_claim(claim, self._lock_case(lock), actor=actor_of(operator))
         return released
 
-    def restrict(self, account_id: str, *, operator: Operator, note: str) -> Account:
-        """Hold the account's outgoing transactions (login still allowed)."""
+    def _check_expiry(self, expires_at: datetime | None, *, at_most: timedelta | None = None) -> None:
+        """Refuse (422) an expiry that is not in the future, or lies further ahead than ``at_most``."""
+        if expires_at is None:
+            return
+        now = self._clock.now()
+        problem = None
+        if expires_at <= now:
+            problem = "must be in the future"
+        elif at_most is not None and expires_at > now + at_most:
+            problem = f"must be at most {int(at_most.total_seconds() // 3600)} hours from now"
+        if problem is not None:
+            raise InvalidInput(f"expires_at {problem}.", errors=[
+                {"location": "body", "field": "expires_at", "message": problem}])
+
+    def restrict(self, account_id: str, *, operator: Operator, note: str,
+                 expires_at: datetime | None = None) -> Account:
+        """Hold the account's outgoing transactions (login still allowed); until ``expires_at`` when given."""
+        self._check_expiry(expires_at, at_most=timedelta(hours=MAX_RESTRICTION_HOURS))
         account = self._account(account_id)
         if not self._locks.restrict(
-            account, reasons=[{"rule": OPERATOR_RULE, "points": 0, "detail": note}], actor=actor_of(operator)
+            account, reasons=[{"rule": OPERATOR_RULE, "points": 0, "detail": note}], actor=actor_of(operator),
+            expires_at=expires_at,
         ):
             raise Conflict(f"Account {account_id} is {account.status}; only an active account can be restricted.")
         return account

@@ -6,33 +6,27 @@ import uuid
 
 from flask import Blueprint, Flask
 
-from security.locks.services import LockService
 from security.operators.auth import OperatorBearer, current_operator
 from security.operators.policy import Permission
-from security.review.appeals import close_appeal_of
+from security.review.appeals import close_appeal_of, review_service
 from security.review.schemas import (
     AccountStatusOut,
     ClaimOut,
     LockOut,
     ManualLockIn,
-    NoteIn,
     QueueItemOut,
     QueueOut,
     QueueQuery,
+    RestrictIn,
     TimelineOut,
     UnlockIn,
 )
-from security.review.services import QueueFilter, ReviewService
+from security.review.services import QueueFilter
 from security.web.api import operation
-from security.web.deps import Deps, deps
+from security.web.deps import deps
 
 bp = Blueprint("review", __name__)
 TAGS = ["review"]
-
-
-def review_service(d: Deps) -> ReviewService:
-    locks = LockService(d.session, clock=d.clock, entropy=d.entropy, audit=d.audit, outbox=d.outbox)
-    return ReviewService(d.session, clock=d.clock, audit=d.audit, locks=locks)
 
 
 def queue_filter(query: QueueQuery) -> QueueFilter:
@@ -109,14 +103,16 @@ def post_unlock(lock_id: uuid.UUID, body: UnlockIn) -> LockOut:
 
 
 @operation(
-    bp, "/v1/review/accounts/<account:account_id>/restriction", method="POST", body=NoteIn,
+    bp, "/v1/review/accounts/<account:account_id>/restriction", method="POST", body=RestrictIn,
     response=AccountStatusOut, auth=OperatorBearer(Permission.LOCKS_WRITE), tags=TAGS,
-    summary="Restrict an account (login allowed, outgoing transactions held)",
-    errors={404: "No such account", 409: "The account is not active"},
+    summary="Restrict an account (login allowed, outgoing transactions held); timed with expires_at",
+    errors={404: "No such account", 409: "The account is not active",
+            422: "expires_at not in the future, or too far ahead"},
 )
-def post_restriction(account_id: str, body: NoteIn) -> AccountStatusOut:
-    account = review_service(deps()).restrict(account_id, operator=current_operator(), note=body.note)
-    return AccountStatusOut(account_id=account.id, status=account.status)
+def post_restriction(account_id: str, body: RestrictIn) -> AccountStatusOut:
+    account = review_service(deps()).restrict(account_id, operator=current_operator(), note=body.note,
+                                              expires_at=body.expires_at)
+    return AccountStatusOut(account_id=account.id, status=account.status, restricted_until=account.restricted_until)
 
 
 @operation(

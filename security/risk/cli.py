@@ -145,16 +145,16 @@ def denylist_list() -> None:
 
 @locks_cli.command("expire")
 def locks_expire() -> None:
-    """Release temporary locks whose time is up (run every minute from cron or a timer)."""
+    """Release temporary locks and lift restrictions whose time is up (run every minute from cron or a timer)."""
     rt = runtime()
-    released = 0
     with cli_session() as session:
         locks = LockService(session, clock=rt.clock, entropy=rt.entropy,
                             audit=AuditLog(session, clock=rt.clock),
                             outbox=Outbox(session, clock=rt.clock, entropy=rt.entropy, secret_box=rt.secret_box,
                                           webhook_endpoints=webhook_endpoint_names(rt)))
-        released = len(locks.expire_due())
-    click.echo(f"released {released} expired lock(s)")
+        expired = locks.expire_due()
+        released, lifted = len(expired.locks), len(expired.restrictions)
+    click.echo(f"released {released} expired lock(s); lifted {lifted} expired restriction(s)")
 
 
 @click.command("demo")

@@ -110,7 +110,9 @@ class Outcome:
     account_status: str
     reasons: list[Reason] = field(default_factory=list)
     lock: Lock | None = None
-    assessment_id: uuid.UUID | None = None
+    # The id the stored assessment row gets. Known before the row is written, so a lock placed because
+    # of this assessment can name it (``Lock.assessment_id``: the review queue ranks the lock by it).
+    assessment_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def as_answer(self) -> dict[str, Any]:
         """Return the JSON answer (also stored for idempotent replays)."""
@@ -123,7 +125,7 @@ class Outcome:
                 "reference": self.lock.reference, "kind": self.lock.kind,
                 "expires_at": self.lock.expires_at.isoformat() if self.lock.expires_at else None,
             },
-            "assessment_id": str(self.assessment_id) if self.assessment_id else None,
+            "assessment_id": str(self.assessment_id),
         }
 
 
@@ -214,8 +216,12 @@ class RiskService:
                            succeeded=succeeded, second=second)
 
     def _expire_locks(self, account: Account | None) -> None:
-        """Release the account's overdue temporary locks before deciding (only a locked account has any)."""
-        if account is not None and account.status == AccountStatus.LOCKED:
+        """End the account's overdue temporary locks and restrictions before deciding.
+
+        Only a locked account has open locks, only a restricted one a restriction: an active account
+        costs nothing here.
+        """
+        if account is not None and account.status in (AccountStatus.LOCKED, AccountStatus.RESTRICTED):
             self._locks.expire_due(account_id=account.id)
 
     def _check_ip_throttle(self, ctx: Context, now: datetime) -> None:
@@ -297,6 +303,7 @@ class RiskService:
                 counter=features_state, current_failed=True)
             assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
             reasons.append(Reason(Rule.INVALID_CREDENTIALS, 0, "The credentials are not valid."))
+            assessment_id = uuid.uuid4()
             if order is not None and account is not None:
                 config = self._ruleset.brute_force
                 duration = ("until an appeal succeeds" if order.duration is None
@@ -308,10 +315,11 @@ class RiskService:
                     reasons=[{"rule": Rule.BRUTE_FORCE_LOCK, "points": 0, "detail": detail}],
                     actor=SYSTEM_ACTOR, expires_at=order.expires_at(now),
                     required_actions=[RequiredAction.RESET_PASSWORD] if order.indefinite else [],
+                    assessment_id=assessment_id,
                 )
                 reasons.append(Reason(Rule.BRUTE_FORCE_LOCK, 0, detail))
             outcome = Outcome(Decision.DENY, assessment, account.status if account else AccountStatus.ACTIVE,
-                              [*reasons, *assessment.reasons], lock)
+                              [*reasons, *assessment.reasons], lock, assessment_id=assessment_id)
             self._record(EventKind.LOGIN, account_id, ctx, occurred, now, client_id, payload, outcome,
                          features, login_outcome=LoginOutcome.FAILURE, event_id=event_id, hash_=hash_)
             return outcome
@@ -474,7 +482,7 @@ class RiskService:
                     continue
                 outcome.lock = self._locks.place(
                     account, kind=LockKind.RISK, reasons=reasons, actor=SYSTEM_ACTOR,
-                    required_actions=[RequiredAction.RESET_PASSWORD],
+                    required_actions=[RequiredAction.RESET_PASSWORD], assessment_id=outcome.assessment_id,
                     note=f"{assessment.kind} scored {assessment.score} ({assessment.band})",
                 )
             elif action.action is ActionType.RESTRICT:
@@ -540,7 +548,6 @@ class RiskService:
         # Core inserts (one statement per table, rule rows as one executemany): ingestion is the hot
         # path and the ORM's unit of work adds nothing for rows that are never changed afterwards.
         event_pk = uuid.uuid4()
-        outcome.assessment_id = uuid.uuid4()
         self._session.flush()  # pending ORM changes (counters, locks) first, in their own order
         self._session.execute(insert(RiskEvent), [{
             "id": event_pk, "client_id": client_id, "event_id": event_id, "kind": kind,

@@ -464,7 +464,7 @@ def test_lock_released_elsewhere_closes_the_appeal(
     place_lock(db_session, clock, owner.account_id, LockKind.BRUTE_FORCE, expires_at=clock.now() + timedelta(minutes=1))
     appeal = submit(client, owner.email)
     clock.advance(minutes=2)
-    assert len(lock_service(db_session, clock).expire_due()) == 1
+    assert len(lock_service(db_session, clock).expire_due().locks) == 1
     db_session.commit()
     assert appeal.get().get_json()["state"] == "released"
 

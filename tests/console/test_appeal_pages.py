@@ -150,3 +150,44 @@ def test_unlock_in_the_console_closes_the_open_appeal(api, client, db_session, s
     assert state_of(db_session, appeal.appeal_id) == "released"
     page = appeal_page(client, appeal.appeal_id)
     assert "lock_released: submitted → released by operator:" in page
+
+
+def test_claim_and_release_an_appeal_in_the_console(api, client, db_session, settings, clock, new_operator):
+    appeal, _ = ready_for_review(api, client, db_session, settings, clock, "acc-claim", LockKind.USER_REPORTED)
+    sign_in(client, new_operator("rita", "reviewer"), clock)
+    listing = client.get("/console/appeals").get_data(as_text=True)
+    assert f'action="/console/appeals/{appeal.appeal_id}/claim"' in listing
+    page = appeal_page(client, appeal.appeal_id)
+    assert 'id="claim-form"' in page
+    token = csrf(client, f"/console/appeals/{appeal.appeal_id}")
+    claimed = client.post(f"/console/appeals/{appeal.appeal_id}/claim",
+                          data={"csrf_token": token, "next": "/console/appeals?order=age"})
+    assert (claimed.status_code, claimed.headers["Location"]) == (303, "/console/appeals?order=age")
+    page = appeal_page(client, appeal.appeal_id)
+    assert '<dd id="claimed-by">rita</dd>' in page
+    assert 'id="release-form"' in page
+    listing = client.get("/console/appeals").get_data(as_text=True)
+    assert f'action="/console/appeals/{appeal.appeal_id}/release"' in listing
+
+    # Another reviewer sees who holds it, gets no claim button, and a forged claim is refused.
+    client.post("/console/sign-out", data={"csrf_token": token})
+    sign_in(client, new_operator("omar", "reviewer"), clock)
+    page = appeal_page(client, appeal.appeal_id)
+    assert '<dd id="claimed-by">rita</dd>' in page
+    assert 'id="claim-form"' not in page and 'id="release-form"' not in page
+    other = csrf(client, f"/console/appeals/{appeal.appeal_id}")
+    refused = client.post(f"/console/appeals/{appeal.appeal_id}/claim", data={"csrf_token": other})
+    assert refused.status_code == 409
+    assert "claimed by rita" in refused.get_data(as_text=True)
+    assert client.post(f"/console/appeals/{appeal.appeal_id}/release", data={"csrf_token": other}).status_code == 403
+    assert client.post(f"/console/appeals/{appeal.appeal_id}/claim", data={}).status_code == 403  # no CSRF token
+
+
+def test_a_viewer_gets_no_claim_buttons(api, client, db_session, settings, clock, new_operator):
+    appeal, _ = ready_for_review(api, client, db_session, settings, clock, "acc-vclaim", LockKind.USER_REPORTED)
+    sign_in(client, new_operator("vera", "viewer"), clock)
+    page = appeal_page(client, appeal.appeal_id)
+    assert 'id="claim-form"' not in page
+    assert "/claim" not in client.get("/console/appeals").get_data(as_text=True)
+    token = csrf(client, f"/console/appeals/{appeal.appeal_id}")
+    assert client.post(f"/console/appeals/{appeal.appeal_id}/claim", data={"csrf_token": token}).status_code == 403

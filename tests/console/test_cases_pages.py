@@ -191,3 +191,27 @@ def test_appeal_page_decisions_and_replies(cases, client, api, app, clock, new_o
     assert 'id="appeal-state">rejected<' in final
     assert "Please call us." in final
     assert "Record decision" not in final
+
+
+def test_a_timed_restriction_from_the_case_page(cases, client, clock, new_operator, db_session):
+    cases.account("a1")
+    op = new_operator("rita", "reviewer")
+    sign_in(client, op, clock)
+    page = client.get("/console/accounts/a1").get_data(as_text=True)
+    assert 'id="restrict-hours" name="expires_in_hours" type="number" min="1" max="720"' in page
+    token = csrf(client, "/console/accounts/a1")
+    for hours in ("0", "721", "1.5", "soon"):
+        bad = client.post("/console/accounts/a1/restrict",
+                          data={"note": "hold payouts", "expires_in_hours": hours, "csrf_token": token})
+        assert bad.status_code == 422, hours
+        assert "between 1 and 720" in bad.get_data(as_text=True)
+    db_session.expire_all()
+    assert db_session.get(Account, "a1").status == "active"
+    done = client.post("/console/accounts/a1/restrict",
+                       data={"note": "hold payouts", "expires_in_hours": "12", "csrf_token": token})
+    assert done.status_code == 303
+    db_session.expire_all()
+    account = db_session.get(Account, "a1")
+    assert (account.status, account.restricted_until) == ("restricted", clock.now() + timedelta(hours=12))
+    page = client.get("/console/accounts/a1").get_data(as_text=True)
+    assert 'id="restricted-until">2026-03-02 21:' in page

@@ -39,7 +39,8 @@ EMITTED = {
         "unlocked_at": "2026-03-02T09:05:00+00:00",
         "status": "active",
     },
-    "account.restricted": {"account_id": "acc_1", "restricted_at": "2026-03-02T09:00:00+00:00", "reasons": []},
+    "account.restricted": {"account_id": "acc_1", "restricted_at": "2026-03-02T09:00:00+00:00", "reasons": [],
+                           "expires_at": "2026-03-02T15:00:00+00:00"},
     "transaction.blocked": {
         "account_id": "acc_1",
         "event_id": "tx-1",

@@ -88,9 +88,9 @@ def test_stale_version_is_409(service, account):
 def test_expiry_releases_only_due_temporary_locks(service, account, clock):
     temporary = service.place(account, kind=LockKind.BRUTE_FORCE, reasons=REASON, actor="system",
                               expires_at=clock.now() + timedelta(minutes=1))
-    assert service.expire_due() == []
+    assert service.expire_due().locks == []
     clock.advance(minutes=1)
-    assert service.expire_due() == [temporary]
+    assert service.expire_due().locks == [temporary]
     assert account.status == "active"
 
 
@@ -125,3 +125,53 @@ def test_restrict_and_lift(service, account, db_session):
     with pytest.raises(InvalidTransition):
         service.lift_restriction(account, actor="operator:ann")
     assert events(db_session) == ["account.restricted", "account.unlocked", "account.locked"]
+
+
+def test_a_timed_restriction_lifts_itself_through_the_expiry_sweep(service, account, db_session, clock):
+    from security.audit.models import AuditEntry
+
+    until = clock.now() + timedelta(hours=2)
+    assert service.restrict(account, reasons=REASON, actor="operator:ann", expires_at=until) is True
+    assert (account.status, account.restricted_until) == ("restricted", until)
+    clock.advance(minutes=119)
+    assert service.expire_due().restrictions == []
+    assert account.status == "restricted"
+    clock.advance(minutes=1)
+    swept = service.expire_due()
+    assert (swept.locks, swept.restrictions) == ([], [account])
+    assert (account.status, account.restricted_until) == ("active", None)
+    assert events(db_session) == ["account.restricted", "account.unlocked"]
+    messages = db_session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+    restricted, lifted = (m.payload["data"] for m in messages)
+    assert restricted["expires_at"] == until.isoformat()
+    assert (lifted["status"], lifted["resolution"]) == ("active", "restriction_expired")
+    db_session.commit()  # audit entries are written when the session commits
+    audit = db_session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
+    assert [(e.action, e.actor) for e in audit] == [
+        ("account:status:restricted", "operator:ann"), ("account:status:restriction_lifted", "system")]
+    assert audit[0].data["expires_at"] == until.isoformat()
+    assert audit[1].data == {"resolution": "restriction_expired"}
+    assert service.expire_due().restrictions == []  # once
+    assert account.status == "active"
+
+
+def test_a_lock_overtakes_a_timed_restriction(service, account, clock):
+    service.restrict(account, reasons=REASON, actor="system", expires_at=clock.now() + timedelta(minutes=5))
+    lock = service.place(account, kind=LockKind.OPERATOR, reasons=REASON, actor="operator:ann")
+    assert (account.status, account.restricted_until) == ("locked", None)
+    clock.advance(minutes=10)
+    assert service.expire_due().restrictions == []
+    assert account.status == "locked"  # the old restriction's expiry never unlocks anything
+    service.release(lock, LockEvent.OPERATOR_UNLOCK, actor="operator:ann")
+    assert account.status == "active"
+
+
+def test_the_sweep_for_one_account_leaves_the_others(service, account, db_session, clock):
+    other = Account(id="acc-2", status="active", created_at=clock.now(), updated_at=clock.now())
+    db_session.add(other)
+    db_session.flush()
+    for acc in (account, other):
+        service.restrict(acc, reasons=REASON, actor="system", expires_at=clock.now() + timedelta(minutes=1))
+    clock.advance(minutes=1)
+    assert service.expire_due(account_id="acc-2").restrictions == [other]
+    assert (account.status, other.status) == ("restricted", "active")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from sqlalchemy import select
 
 from security.appeals.models import Appeal
@@ -31,13 +30,6 @@ from tests.operators.factories import make_operator
 from tests.review.test_races import STEP, race
 
 REVIEW = "/v1/review/appeals"
-
-
-@pytest.fixture
-def ops(cases):
-    """Two reviewers and a viewer, signed in through the API (Authorization headers)."""
-    return {name: cases.token(cases.operator(name, role))
-            for name, role in (("alice", "reviewer"), ("bruno", "reviewer"), ("vera", "viewer"))}
 
 
 def operator_id(db_session, name: str) -> str:

@@ -66,3 +66,16 @@ def test_simultaneous_claims_have_one_winner(live_app, clock):
     url = f"/v1/review/locks/{lock['lock_id']}/claim"
     statuses = race(live_app, [("post", url, {"headers": h}) for h in headers])
     assert statuses == [200, 409]
+
+
+def test_simultaneous_appeal_claims_have_one_winner(live_app, clock):
+    lock, headers = setup_case(live_app, clock)
+    client = live_app.test_client()
+    started = client.post("/v1/appeals", json={"identifier": "a1", "statement": "It was me, honestly."})
+    assert started.status_code == 202, started.get_json()
+    appeal_id = started.get_json()["appeal_id"]
+    url = f"/v1/review/appeals/{appeal_id}/claim"
+    statuses = race(live_app, [("post", url, {"headers": h}) for h in headers])
+    assert statuses == [200, 409]
+    [item] = client.get("/v1/review/appeals", headers=headers[0]).get_json()["items"]
+    assert item["claimed_by"] in {"rita", "omar"} and item["claimed_here"] is True

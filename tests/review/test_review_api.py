@@ -233,3 +233,126 @@ def test_every_review_endpoint_needs_an_operator_token(client, service_key):
                          ("post", f"/v1/review/locks/{lock_id}/unlock")]:
         response = getattr(client, method)(path, headers={"Authorization": f"Bearer {service_key}"})
         assert response.status_code == 401, path
+
+
+def restrict(client, headers, account_id, **body):
+    return client.post(f"/v1/review/accounts/{account_id}/restriction", json={"note": "hold withdrawals", **body},
+                       headers=headers)
+
+
+def test_a_timed_restriction_lifts_itself(cases, client, clock, reviewer, db_session, app):
+    headers = cases.token(reviewer)
+    cases.account("a1")
+    until = clock.now() + timedelta(hours=6)
+    response = restrict(client, headers, "a1", expires_at=until.isoformat())
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"account_id": "a1", "status": "restricted",
+                                   "restricted_until": until.isoformat().replace("+00:00", "Z")}
+    timeline = client.get("/v1/review/accounts/a1/timeline", headers=headers).get_json()
+    assert timeline["account"]["restricted_until"] == response.get_json()["restricted_until"]
+    entry = db_session.scalars(select(AuditEntry).where(AuditEntry.action == "account:status:restricted")).one()
+    assert (entry.actor, entry.data["expires_at"]) == (f"operator:{reviewer.id}", until.isoformat())
+
+    # Not yet: the sweep leaves it; then the time is up and `locks expire` lifts it.
+    runner = app.test_cli_runner()
+    assert "lifted 0 expired restriction(s)" in runner.invoke(args=["locks", "expire"]).output
+    clock.advance(hours=6)
+    assert "lifted 1 expired restriction(s)" in runner.invoke(args=["locks", "expire"]).output
+    db_session.expire_all()
+    account = db_session.get(Account, "a1")
+    assert (account.status, account.restricted_until) == ("active", None)
+    lifted = db_session.scalars(select(AuditEntry).where(
+        AuditEntry.action == "account:status:restriction_lifted")).one()
+    assert (lifted.actor, lifted.data) == ("system", {"resolution": "restriction_expired"})
+
+
+def test_an_expired_restriction_no_longer_holds_transactions(cases, client, clock, reviewer, api, db_session):
+    """The risk engine ends overdue restrictions before it decides (the same path as expired locks)."""
+    headers = cases.token(reviewer)
+    cases.account("a1")
+    assert restrict(client, headers, "a1", expires_at=(clock.now() + timedelta(hours=1)).isoformat()).status_code == 200
+
+    def pay(n):
+        return api.post("/v1/events/transaction", json={
+            "event_id": f"pay-{n}", "account_id": "a1", "amount": "10.00", "currency": "EUR",
+            "destination": {"address": "0xfriend", "country": "DE"}, "occurred_at": clock.now().isoformat(),
+            "context": {"ip": "84.150.20.10", "country": "DE", "device_id": "dev-1"},
+        }).get_json()
+
+    held = pay(1)
+    assert (held["decision"], held["account"]["status"]) == ("review", "restricted")
+    clock.advance(hours=1)
+    after = pay(2)
+    assert after["account"]["status"] == "active"
+    assert "account.restricted" not in {r["rule"] for r in after["reasons"]}
+    db_session.expire_all()
+    assert db_session.get(Account, "a1").status == "active"
+
+
+@pytest.mark.parametrize(("expiry", "message"), [
+    (timedelta(minutes=-1), "must be in the future"),
+    (timedelta(0), "must be in the future"),
+    (timedelta(hours=24 * 30, seconds=1), "must be at most 720 hours from now"),
+])
+def test_restriction_expiry_refusals_are_422_and_write_nothing(cases, client, clock, reviewer, db_session,
+                                                              expiry, message):
+    headers = cases.token(reviewer)
+    cases.account("a1")
+    response = restrict(client, headers, "a1", expires_at=(clock.now() + expiry).isoformat())
+    assert response.status_code == 422
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    problem = response.get_json()
+    assert problem["code"] == "invalid_input"
+    assert problem["errors"] == [{"location": "body", "field": "expires_at", "message": message}]
+    db_session.expire_all()
+    assert db_session.get(Account, "a1").status == "active"
+    assert db_session.scalars(select(AuditEntry).where(AuditEntry.action.like("account:status:%"))).all() == []
+
+
+def test_restriction_expiry_must_be_an_aware_time(cases, client, reviewer):
+    headers = cases.token(reviewer)
+    cases.account("a1")
+    for bad in ("2026-03-03T10:00:00", "tomorrow", 12):
+        response = restrict(client, headers, "a1", expires_at=bad)
+        assert response.status_code == 422, bad
+    assert restrict(client, headers, "a1", expires_at=None).get_json()["restricted_until"] is None
+
+
+def test_the_longest_restriction_is_accepted(cases, client, clock, reviewer):
+    cases.account("a1")
+    response = restrict(client, cases.token(reviewer), "a1",
+                        expires_at=(clock.now() + timedelta(hours=24 * 30)).isoformat())
+    assert response.status_code == 200, response.get_json()
+
+
+def test_engine_locks_record_the_assessment_that_caused_them(cases, client, clock, reviewer, db_session, api):
+    answer = cases.risk_lock("risky")
+    lock = db_session.scalars(select(Lock).where(Lock.account_id == "risky")).one()
+    assert lock.assessment_id == uuid.UUID(answer["assessment_id"])
+    # A brute-force lock names the failed login's assessment.
+    cases.account("guessed")
+    assert api.put("/v1/accounts/guessed/password", json={"password": "first-owner-passphrase-93"}).status_code == 204
+    for _ in range(5):
+        last = api.post("/v1/logins", json={"account_id": "guessed", "password": "wrong-wrong-1",
+                                            "context": {"ip": "84.150.20.10"}}).get_json()
+    assert last["lock"] is not None, last
+    brute = db_session.scalars(select(Lock).where(Lock.account_id == "guessed")).one()
+    assert (brute.kind, brute.assessment_id) == ("brute_force", uuid.UUID(last["assessment_id"]))
+
+
+def test_the_queue_ranks_a_lock_by_its_own_assessment(cases, client, clock, reviewer, api):
+    """Later assessments of the same account (at the very same instant, here) do not change the lock's rank."""
+    headers = cases.token(reviewer)
+    accounts = [f"risky-{n}" for n in range(4)]
+    for account_id in accounts:
+        cases.risk_lock(account_id)
+        # The locked account keeps sending events; their assessments score lower than the one that locked it.
+        answer = api.post("/v1/events/transaction", json={
+            "event_id": f"after-{account_id}", "account_id": account_id, "amount": "1.00", "currency": "EUR",
+            "destination": {"address": "0xfriend", "country": "DE"}, "occurred_at": clock.now().isoformat(),
+            "context": {"ip": "84.150.20.10", "country": "DE", "device_id": "dev-1"},
+        }).get_json()
+        assert answer["risk"]["score"] < 100, answer
+    items = client.get("/v1/review/queue", headers=headers).get_json()["items"]
+    assert sorted((i["account_id"], i["score"], i["band"]) for i in items) == [(a, 100, "critical") for a in accounts]
+    assert client.get("/v1/review/queue?min_score=100", headers=headers).get_json()["total"] == len(accounts)
