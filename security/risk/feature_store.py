@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from sqlalchemy import BindParameter, Row, Select, and_, bindparam, exists, func, or_, select, tuple_
+from sqlalchemy import BindParameter, Row, Select, and_, bindparam, exists, func, literal_column, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from security.accounts.models import Account
 from security.audit.models import AuditEntry
@@ -82,6 +83,11 @@ MFA_CHANGE_AUDIT_TAGS: Final = (
 INITIAL_PASSWORD_GRACE: Final = timedelta(hours=1)
 #: Transactions that did not go out do not count as the account's normal amounts.
 NOT_EXECUTED: Final = ("block",)
+
+
+# The shard scopes written into the SQL (constants): fewer parameters keep the statement in the driver's
+# parse cache (at most 50 parameters).
+_SHARD_LITERALS: Final[tuple[Any, ...]] = tuple(literal_column(f"'{scope}'") for scope in SHARD_SCOPES)
 
 
 def global_shard(account_id: str) -> str:
@@ -177,17 +183,32 @@ class TransactionInput:
 PROBE_TRANSACTION: Final = "transaction"
 
 
+# The probe's tables under short names, and its constants written into the SQL: the statement stays
+# short and its text constant, so the driver's parse cache and server-side prepared statement apply
+# (psycopg caches statements up to 4,096 characters and 50 parameters).
+_E = aliased(RiskEvent, name="e")
+_D = aliased(DenyListEntry, name="d")
+_A = aliased(AuditEntry, name="a")
+
+
+def _sql(*values: str) -> Any:
+    """Our own constants (enum values, audit tags) as SQL string literals."""
+    assert all(re.fullmatch(r"[a-z_:]+", v) for v in values)  # noqa: S101 - never user input
+    literals: list[Any] = [literal_column(f"'{v}'") for v in values]
+    return literals[0] if len(values) == 1 else literals
+
+
 def _first(column: Any, *where: Any, newest: bool, name: str) -> Any:
     """The ``column`` of the account's newest (or oldest) matching event, as a labelled scalar subquery."""
     # The id breaks ties, so every column of one side comes from the same event.
-    order = (RiskEvent.occurred_at.desc(), RiskEvent.id.desc()) if newest else (RiskEvent.occurred_at, RiskEvent.id)
+    order = (_E.occurred_at.desc(), _E.id.desc()) if newest else (_E.occurred_at, _E.id)
     return select(column).where(*where).order_by(*order).limit(1).scalar_subquery().label(name)
 
 
 def _deny_listed_column(kind: DenyListKind, value: str, name: str) -> Any:
     return exists().where(
-        DenyListEntry.kind == kind, DenyListEntry.value == bindparam(value),
-        or_(DenyListEntry.expires_at.is_(None), DenyListEntry.expires_at > bindparam("at")),
+        _D.kind == _sql(kind), _D.value == bindparam(value),
+        or_(_D.expires_at.is_(None), _D.expires_at > bindparam("at")),
     ).label(name)
 
 
@@ -201,28 +222,27 @@ def probe_statement(*parts: str) -> Select[Any]:
     changes). Every subquery is an index probe; parameters: ``account_id``, ``occurred_at``, ``at``,
     ``ip`` and, for transactions, ``address`` and ``payee``.
     """
-    account = RiskEvent.account_id == bindparam("account_id")
+    account = _E.account_id == bindparam("account_id")
     when: BindParameter[datetime] = bindparam("occurred_at")
-    located = (account, RiskEvent.kind == EventKind.LOGIN, RiskEvent.outcome == LoginOutcome.SUCCESS,
-               RiskEvent.lat.is_not(None), RiskEvent.lon.is_not(None))
+    located = (account, _E.kind == _sql(EventKind.LOGIN), _E.outcome == _sql(LoginOutcome.SUCCESS),
+               _E.lat.is_not(None), _E.lon.is_not(None))
     columns = [_deny_listed_column(DenyListKind.IP, "ip", "ip_listed")]
     # A late event also has a neighbour after it: travel must be possible in both directions.
-    for side, newest, bound in (("before", True, RiskEvent.occurred_at <= when),
-                                ("after", False, RiskEvent.occurred_at > when)):
-        for column in (RiskEvent.lat, RiskEvent.lon, RiskEvent.occurred_at):
+    for side, newest, bound in (("before", True, _E.occurred_at <= when), ("after", False, _E.occurred_at > when)):
+        for column in (_E.lat, _E.lon, _E.occurred_at):
             columns.append(_first(column, *located, bound, newest=newest, name=f"{side}_{column.key}"))
     if PROBE_TRANSACTION in parts:
-        changed = (account, RiskEvent.kind == EventKind.ACCOUNT_CHANGE,
-                   RiskEvent.change.in_(sorted(SENSITIVE_CHANGES)), RiskEvent.occurred_at <= when)
+        changed = (account, _E.kind == _sql(EventKind.ACCOUNT_CHANGE),
+                   _E.change.in_(_sql(*sorted(SENSITIVE_CHANGES))), _E.occurred_at <= when)
         columns += [
-            exists().where(account, RiskEvent.destination_address == bindparam("payee"),
-                           RiskEvent.kind == EventKind.TRANSACTION, RiskEvent.occurred_at < when).label("paid_before"),
+            exists().where(account, _E.destination_address == bindparam("payee"),
+                           _E.kind == _sql(EventKind.TRANSACTION), _E.occurred_at < when).label("paid_before"),
             _deny_listed_column(DenyListKind.ADDRESS, "address", "address_listed"),
-            _first(RiskEvent.occurred_at, *changed, newest=True, name="change_at"),
-            _first(RiskEvent.change, *changed, newest=True, name="change_what"),
-            select(func.max(AuditEntry.at)).where(
-                AuditEntry.subject_type == "account", AuditEntry.subject_id == bindparam("account_id"),
-                AuditEntry.action.in_(MFA_CHANGE_AUDIT_TAGS), AuditEntry.at <= when,
+            _first(_E.occurred_at, *changed, newest=True, name="change_at"),
+            _first(_E.change, *changed, newest=True, name="change_what"),
+            select(func.max(_A.at)).where(
+                _A.subject_type == _sql("account"), _A.subject_id == bindparam("account_id"),
+                _A.action.in_(_sql(*MFA_CHANGE_AUDIT_TAGS)), _A.at <= when,
             ).scalar_subquery().label("mfa_at"),
         ]
     return select(*columns)
@@ -289,7 +309,7 @@ class FeatureStore:
         rows = self._session.execute(
             select(FamiliarityCount.scope, FamiliarityCount.level, FamiliarityCount.value,
                    FamiliarityCount.count.label("n"), FamiliarityCount.children.label("kids")).where(
-                FamiliarityCount.scope.in_([account_id, *SHARD_SCOPES]),
+                FamiliarityCount.scope.in_([account_id, *_SHARD_LITERALS]),
                 tuple_(FamiliarityCount.level, FamiliarityCount.value).in_(wanted),
             )
         )
