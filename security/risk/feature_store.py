@@ -14,13 +14,28 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from sqlalchemy import BindParameter, Row, Select, and_, bindparam, exists, func, literal_column, or_, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -158,16 +173,6 @@ def counter_keys(account_id: str, ctx: Context) -> set[tuple[str, str]]:
     return keys
 
 
-def global_view(raw: Mapping[tuple[str, str, str], Tally], account_id: str) -> CountMap:
-    """The account's rows as they are, and the global shards summed into ``GLOBAL_SCOPE``."""
-    out: CountMap = {}
-    for (scope, level, value), row in raw.items():
-        tally = out.setdefault((scope if scope == account_id else GLOBAL_SCOPE, level, value), Tally(0, 0))
-        tally.count += row.count
-        tally.children += row.children
-    return out
-
-
 @dataclass(frozen=True)
 class TransactionInput:
     """The transaction-specific part of an event."""
@@ -296,8 +301,12 @@ class FeatureStore:
         return self._session.execute(statement, params).one()
 
     def _counts(self, account_id: str, keys: Iterable[tuple[str, str]]) -> CountMap:
-        """Read the counter rows of ``keys`` ((level, value) pairs) in the account's scope and in every
-        global shard, keyed by stored scope (see :func:`global_view` for the summed global rows).
+        """Read the counters of ``keys`` ((level, value) pairs), summed in the database.
+
+        The result holds three kinds of keys: ``(account_id, level, value)``, the account's own rows;
+        ``(GLOBAL_SCOPE, level, value)``, the global shards summed; and ``(shard, level, value)`` for the
+        rows that exist in the account's own shard (presence only, with zero tallies: the counter update
+        needs to know which values are new there).
 
         Exact keys only: each is a primary-key probe, so the cost does not grow with the number of
         counter rows (reading every row of the shards for the levels and values did, and dominated a
@@ -306,14 +315,23 @@ class FeatureStore:
         wanted = sorted(set(keys))
         if not wanted:
             return {}
+        shard = global_shard(account_id)
+        counter = FamiliarityCount
+        scope = case((counter.scope == account_id, counter.scope), else_=literal_column("''"))
         rows = self._session.execute(
-            select(FamiliarityCount.scope, FamiliarityCount.level, FamiliarityCount.value,
-                   FamiliarityCount.count.label("n"), FamiliarityCount.children.label("kids")).where(
-                FamiliarityCount.scope.in_([account_id, *_SHARD_LITERALS]),
-                tuple_(FamiliarityCount.level, FamiliarityCount.value).in_(wanted),
-            )
+            select(scope, counter.level, counter.value,
+                   cast(func.sum(counter.count), BigInteger), cast(func.sum(counter.children), BigInteger),
+                   func.max(case((counter.scope == shard, 1), else_=0)))
+            .where(counter.scope.in_([account_id, *_SHARD_LITERALS]),
+                   tuple_(counter.level, counter.value).in_(wanted))
+            .group_by(scope, counter.level, counter.value)
         )
-        return {(row.scope, row.level, row.value): Tally(row.n, row.kids) for row in rows}
+        out: CountMap = {}
+        for stored, level, value, count, children, in_shard in rows:
+            out[(stored, level, value)] = Tally(count, children)
+            if in_shard:
+                out[(shard, level, value)] = Tally(0, 0)
+        return out
 
     def _seen(self, account_id: str, level: str, value: str | None, counts: CountMap | None = None) -> bool | None:
         """Whether the account used ``value`` at ``level`` before (None when the value is unknown)."""
@@ -349,9 +367,7 @@ class FeatureStore:
         """Return ``familiarity_log10`` and ``successful_login_count``, an explanation, and the counter
         rows read (they also answer "new device?" and "new country?" without another query)."""
         hierarchies = ctx.hierarchies()
-        raw = self._counts(account_id, counter_keys(account_id, ctx))
-        self._read[(account_id, ctx)] = raw
-        counts = global_view(raw, account_id)
+        counts = self._read[(account_id, ctx)] = self._counts(account_id, counter_keys(account_id, ctx))
         user_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, account_id))
         total_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, TOTAL_ROW))
         user_logins = user_row.count if user_row else 0
