@@ -1,8 +1,8 @@
 """Where one request's time goes: in-process, one operation at a time, with statement counts.
 
-    python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench --seed-events 1000000
-    python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench   # reuse the data
-    python -m bench.profile --url ... --op tx --requests 300 --cprofile 25
+    .venv/bin/python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench --seed-events 1000000
+    .venv/bin/python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench   # reuse the data
+    .venv/bin/python -m bench.profile --url ... --op tx --requests 300 --cprofile 25
 
 For every operation of the mix it sends ``--requests`` requests through Flask's test client (no HTTP, no
 gunicorn: the application's own cost), and reports wall and CPU milliseconds per request, the SQL

@@ -1,8 +1,8 @@
 """One command for the whole benchmark: databases, seeding, floor and service under gunicorn, load, report.
 
-    /work/venv/bin/python -m bench.run --backend postgresql            # full run (see bench/README.md)
-    /work/venv/bin/python -m bench.run --backend sqlite
-    /work/venv/bin/python -m bench.run --smoke --backend sqlite        # a few seconds, tiny data
+    .venv/bin/python -m bench.run --backend postgresql            # full run (see bench/README.md)
+    .venv/bin/python -m bench.run --backend sqlite
+    .venv/bin/python -m bench.run --smoke --backend sqlite        # a few seconds, tiny data
 
 Steps (each load step is a separate ``bench.loadgen`` process; results land in ``--out``):
 
