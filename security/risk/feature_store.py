@@ -31,10 +31,12 @@ from sqlalchemy import (
     cast,
     exists,
     func,
+    literal,
     literal_column,
     or_,
     select,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -318,14 +320,24 @@ class FeatureStore:
         shard = global_shard(account_id)
         counter = FamiliarityCount
         scope = case((counter.scope == account_id, counter.scope), else_=literal_column("''"))
-        rows = self._session.execute(
-            select(scope, counter.level, counter.value,
-                   cast(func.sum(counter.count), BigInteger), cast(func.sum(counter.children), BigInteger),
-                   func.max(case((counter.scope == shard, 1), else_=0)))
-            .where(counter.scope.in_([account_id, *_SHARD_LITERALS]),
-                   tuple_(counter.level, counter.value).in_(wanted))
-            .group_by(scope, counter.level, counter.value)
-        )
+        statement = select(
+            scope, counter.level, counter.value,
+            cast(func.sum(counter.count), BigInteger), cast(func.sum(counter.children), BigInteger),
+            func.max(case((counter.scope == shard, 1), else_=0)),
+        ).group_by(scope, counter.level, counter.value)
+        scopes = counter.scope.in_([account_id, *_SHARD_LITERALS])
+        if is_sqlite(self._session):
+            # SQLite seeks only the scope for "(level, value) IN (...)" and scans the rest of it; joined
+            # to the keys as a derived table it seeks every (scope, level, value).
+            keyed = union_all(*(select(literal(level).label("level"), literal(value).label("value"))
+                                for level, value in wanted)).subquery("k")
+            statement = statement.select_from(keyed).join(
+                counter, and_(scopes, counter.level == keyed.c.level, counter.value == keyed.c.value))
+        else:
+            # PostgreSQL plans the join badly (a hash join over every shard row) and the row-value IN well
+            # (a bitmap of primary-key probes).
+            statement = statement.where(scopes, tuple_(counter.level, counter.value).in_(wanted))
+        rows = self._session.execute(statement)
         out: CountMap = {}
         for stored, level, value, count, children, in_shard in rows:
             out[(stored, level, value)] = Tally(count, children)
