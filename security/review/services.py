@@ -314,6 +314,9 @@ class ReviewService:
         ))
 
     def _claim(self, case: Case, *, operator: Operator) -> CaseClaim:
+        # A lock and its appeal are one case but two claim rows: claims of either are serialised on the
+        # account's row, so two operators claiming the lock and the appeal at once cannot both win.
+        self._session.execute(select(Account.id).where(Account.id == case.account_id).with_for_update())
         claims = self._claims_on([case.key, *case.covered_by])
         other = next((c for c in claims if c.operator_id != operator.id), None)
         if other is not None:

@@ -79,3 +79,24 @@ def test_simultaneous_appeal_claims_have_one_winner(live_app, clock):
     assert statuses == [200, 409]
     [item] = client.get("/v1/review/appeals", headers=headers[0]).get_json()["items"]
     assert item["claimed_by"] in {"rita", "omar"} and item["claimed_here"] is True
+
+
+def test_a_lock_and_its_appeal_claimed_at_once_by_two_operators_have_one_winner(live_app, clock):
+    """A lock and its open appeal are one case: claims of the two at the same moment are serialised."""
+    lock, headers = setup_case(live_app, clock)
+    client = live_app.test_client()
+    started = client.post("/v1/appeals", json={"identifier": "a1", "statement": "It was me, honestly."})
+    assert started.status_code == 202, started.get_json()
+    appeal_url = f"/v1/review/appeals/{started.get_json()['appeal_id']}/claim"
+    lock_url = f"/v1/review/locks/{lock['lock_id']}/claim"
+    for _ in range(5):
+        statuses = race(live_app, [("post", lock_url, {"headers": headers[0]}),
+                                   ("post", appeal_url, {"headers": headers[1]})])
+        assert statuses == [200, 409]
+        [item] = client.get("/v1/review/appeals", headers=headers[0]).get_json()["items"]
+        holder = item["claimed_by"]
+        assert holder in {"rita", "omar"}
+        # The winner gives the case back, so the next round starts from an unclaimed case again.
+        winner = headers[0] if holder == "rita" else headers[1]
+        url = lock_url if holder == "rita" else appeal_url
+        assert client.delete(url, headers=winner).status_code in (200, 204)
