@@ -95,7 +95,7 @@ DECISIONS = frozenset({AppealEvent.APPROVE, AppealEvent.REJECT, AppealEvent.AUTO
 # What time decides on its own; a refused request may still record it (the refusal is then about it).
 SYSTEM_ONLY = frozenset({AppealEvent.EXPIRE, AppealEvent.LOCK_RELEASED})
 SERVER_ERROR = 500
-UUID_IN_PATH = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_IN_PATH = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|ap-[0-9a-f]{10}-[0-9]")
 
 
 def actor_kind(actor: str) -> ActorKind:
