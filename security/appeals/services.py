@@ -676,12 +676,17 @@ class AppealService:
             raise ReasonRequired()
         now = self._clock.now()
         actor = f"operator:{operator_id}"
+        # The version bump is the first write: a concurrent decision waits on this row and then fails its
+        # version check (409) before it holds any other lock. (Inserting the review first let both hold a
+        # key-share lock on the appeal through the foreign key; closing the appeal, which updates its
+        # unique open_lock_id, then deadlocked them on PostgreSQL: a 503 instead of a 409.)
+        touch(appeal, now)
+        self._session.flush()
         self._session.add(AppealReview(appeal_id=appeal.id, operator_id=operator_id, approve=approve, note=note,
                                        user_reason=user_reason, created_at=now))
         self._session.flush()
         self._audit.record(AuditTag.REVIEW_RECORDED, actor=actor, subject_type="appeal", subject_id=str(appeal.id),
                            data={"approve": approve, "account_id": appeal.account_id})
-        touch(appeal, now)  # bumps the version: a concurrent decision on this appeal loses
         if not approve:
             self._transition(appeal, AppealEvent.REJECT, ActorKind.OPERATOR, actor, note=note)
             appeal.decision_reason = user_reason

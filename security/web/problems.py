@@ -58,6 +58,10 @@ def problem(
     return response
 
 
+#: deadlock_detected, serialization_failure: the database aborted the loser of a concurrent change.
+CONCURRENCY_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def from_error(error: FoxguardError) -> Response:
     headers = {}
     retry_after = getattr(error, "retry_after", None)
@@ -79,6 +83,10 @@ def from_exception(exc: BaseException) -> Response:
     if isinstance(exc, IntegrityError):
         log.info("integrity conflict", extra={"error": exc.orig.__class__.__name__})
         return from_error(Conflict("The change conflicts with existing data (it may have been made already)."))
+    if isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) in CONCURRENCY_SQLSTATES:
+        # PostgreSQL aborted this transaction to let a concurrent one win: a conflict, not an outage.
+        log.info("concurrent change", extra={"error": exc.orig.__class__.__name__})
+        return from_error(Conflict("The record was changed concurrently; nothing was changed. Reload and retry."))
     if isinstance(exc, OperationalError | PoolTimeout) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):

@@ -157,3 +157,26 @@ def test_rate_limit_error_carries_retry_after(app, client):
     response = client.get("/limited")
     assert_problem(response, 429, "rate_limited")
     assert response.headers["Retry-After"] == "42"
+
+
+class _DriverError(Exception):
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__("driver error")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("sqlstate", "status", "code"), [
+    ("40P01", 409, "conflict"),  # deadlock_detected: the database let the concurrent change win
+    ("40001", 409, "conflict"),  # serialization_failure
+    ("08006", 503, "unavailable"),  # connection_failure: a real outage
+    (None, 503, "unavailable"),
+])
+def test_aborted_concurrent_change_is_a_conflict_not_an_outage(app, sqlstate, status, code):
+    from sqlalchemy.exc import OperationalError
+
+    from security.web.problems import from_exception
+
+    with app.test_request_context():
+        response = from_exception(OperationalError("UPDATE appeals", {}, _DriverError(sqlstate)))
+        assert response.status_code == status
+        assert response.get_json()["code"] == code
