@@ -27,6 +27,9 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
 # Every string is refused when it contains U+0000 (``api.nul_fields``); strings without a pattern of their
 # own say so in the document. A field with its own pattern must exclude NUL in that pattern.
 NO_NUL_PATTERN = "^[^\\x00]*$"
+# What pydantic-core's trim removes (Unicode White_Space, as Rust's ``str::trim``), spelled out: ``\s``
+# differs between regex dialects (ECMA counts U+FEFF, Python U+001C-U+001F, neither is trimmed).
+TRIMMED_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
 
 
 class ContractJsonSchema(GenerateJsonSchema):
@@ -45,8 +48,21 @@ class ContractJsonSchema(GenerateJsonSchema):
     def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
         json_schema = super().str_schema(schema)
         if "pattern" not in json_schema and "format" not in json_schema:
-            json_schema["pattern"] = NO_NUL_PATTERN
+            stripped = schema.get("strip_whitespace", self._config.config_dict.get("str_strip_whitespace"))
+            json_schema["pattern"] = trimmed_length_pattern(json_schema.get("minLength", 0)) if stripped \
+                else NO_NUL_PATTERN
         return json_schema
+
+
+def trimmed_length_pattern(min_length: int) -> str:
+    """The rule of a field whose value is trimmed before its length is checked, as a pattern: at least
+    ``min_length`` characters from its first to its last non-space character, and no NUL anywhere."""
+    if min_length <= 0:
+        return NO_NUL_PATTERN
+    solid, any_ = f"[^{TRIMMED_SPACE}\\x00]", "[^\\x00]"
+    if min_length == 1:
+        return f"^{any_}*{solid}{any_}*$"
+    return f"^{any_}*{solid}{any_}{{{min_length - 2},}}{solid}{any_}*$"
 
 
 PROBLEM_REF = REF_TEMPLATE.format(model="Problem")

@@ -124,3 +124,34 @@ def test_login_checks_the_password_exactly_as_typed(api):
     assert decision(padded.strip()) == "deny"
     assert decision(padded) != "deny"
     assert api.post("/v1/logins", json={"account_id": "pw1", "password": "   "}).status_code == 200
+
+
+def _component(document: dict, name: str) -> dict:
+    [key] = [k for k in document["components"]["schemas"] if k == name or k.endswith(f"__{name}")]
+    return document["components"]["schemas"][key]
+
+
+@pytest.mark.parametrize(("address", "status"), [("   ", 422), ("\u3000\t", 422), ("  0xabc  ", 200), ("0x a", 200)])
+def test_trimmed_fields_state_their_rule_in_the_document(api, client, clock, address, status):
+    # Was (--long fuzz): values are trimmed before their length is checked, the document said only
+    # minLength 1, so a whitespace-only address the document allows was refused with 422.
+    import re
+
+    pattern = _component(client.get("/openapi.json").get_json(), "DestinationIn")["properties"]["address"]["pattern"]
+    assert bool(re.fullmatch(pattern, address)) is (status == 200)
+    api.put("/v1/accounts/trim1", json={"home_country": "DE"})
+    response = api.post("/v1/events/transaction", json={
+        "event_id": f"trim-{address.encode().hex()}", "account_id": "trim1", "amount": "5.00",
+        "currency": "EUR", "destination": {"address": address}, "occurred_at": clock.now().isoformat()})
+    assert response.status_code == status, response.get_json()
+
+
+def test_a_trimmed_minimum_length_counts_from_the_first_to_the_last_character():
+    import re
+
+    from security.web.openapi import trimmed_length_pattern
+
+    three = trimmed_length_pattern(3)
+    assert [bool(re.fullmatch(three, v)) for v in ("abc", "  a c ", "ab", " a  ", "   ", "ab\x00c")] == [
+        True, True, False, False, False, False]
+    assert trimmed_length_pattern(0) == NO_NUL_PATTERN
