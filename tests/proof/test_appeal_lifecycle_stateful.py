@@ -91,6 +91,9 @@ LIMITS = {
         "freeze_codes_per_identifier", "freeze_codes_per_ip", "freezes_per_identifier", "freezes_per_ip")},
     "credentials": {"reset_requests_per_identifier": NO_LIMITS, "reset_requests_per_ip": NO_LIMITS,
                     "reset_confirms_per_ip": NO_LIMITS},
+    # The operators sign in again every 50 (frozen) minutes; the per-IP sign-in limit counts real time and
+    # is proven in tests/operators/test_sign_in_rate_limit.py.
+    "operators": {"sign_ins_per_ip": NO_LIMITS},
 }
 OPERATOR_TOKEN_REUSE = timedelta(minutes=50)  # tokens live 60 minutes; sign in again before that
 DECISIONS = frozenset({AppealEvent.APPROVE, AppealEvent.REJECT, AppealEvent.AUTO_APPROVE})
