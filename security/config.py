@@ -14,9 +14,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from limits import parse as parse_rate
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 ENV_PREFIX = "FOXGUARD_"
@@ -32,6 +33,18 @@ ENV_ALIASES: dict[str, tuple[str, ...]] = {
 DEV_SECRET_MARKER = "dev-only-insecure"
 # Public on purpose: a development encryption key, refused in production by Settings' validator.
 DEV_ENCRYPTION_KEY = "ZGV2LW9ubHktaW5zZWN1cmUtZW5jcnlwdGlvbi1rZXk="
+
+
+def _valid_rate(value: str) -> str:
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ValueError(f"not a rate limit: {value!r}") from exc
+    return value
+
+
+#: A rate limit in the ``limits`` notation ("5 per hour"), checked when the settings load.
+RateLimitText = Annotated[str, AfterValidator(_valid_rate)]
 
 
 class Section(BaseModel):
