@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -30,6 +30,11 @@ class Base(DeclarativeBase):
     """Base of every model; constraint names are deterministic so migrations stay stable."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The ``Table`` a model is mapped to, typed as one (for Core statements on hot paths)."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 def _prepare_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from security.audit.services import AuditLog
@@ -24,6 +25,8 @@ from security.permissions import ALL_SCOPES
 KEY_PREFIX = "fg_"
 PREFIX_BYTES = 6
 SECRET_BYTES = 32
+#: The client whose key starts with ``prefix`` (built once: every API call runs it).
+BY_PREFIX: Final = select(ServiceClient).where(ServiceClient.key_prefix == bindparam("prefix"))
 
 
 class AuditTag:
@@ -97,7 +100,7 @@ class ClientService:
         prefix = parse_key(api_key)
         if prefix is None:
             return None
-        client = self._session.scalar(select(ServiceClient).where(ServiceClient.key_prefix == prefix))
+        client = self._session.scalar(BY_PREFIX, {"prefix": prefix})
         if client is None or client.revoked_at is not None:
             return None
         if not constant_time_equals(client.key_hash, sha256_hex(api_key)):

@@ -8,6 +8,7 @@ caller's transaction.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -20,7 +21,8 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Insert, Integer, String, Table, bindparam, column, func, insert, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,7 +30,7 @@ from security.accounts.models import Account
 from security.accounts.services import AccountService
 from security.audit.services import AuditLog
 from security.clock import Clock, utc
-from security.db import is_sqlite
+from security.db import is_sqlite, table_of
 from security.delivery.outbox import Outbox
 from security.errors import AccountNotFound, Conflict, InvalidInput, TooManyRequests
 from security.locks.bruteforce import FailureState, ip_throttle, register_failure, register_success
@@ -59,6 +61,15 @@ MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 SECRET_FIELDS: Final = frozenset({"password", "totp_code", "recovery_code"})
 #: The e-mail/SMS telling the owner about a sign-in from a new device (security/delivery/templates).
 NEW_DEVICE_TEMPLATE: Final = "new_device_login"
+# Built once: the hot path executes them as they are (no statement construction, a memoised cache key).
+EVENT_INSERT: Final = insert(table_of(RiskEvent))
+ASSESSMENT_INSERT: Final = insert(table_of(AssessmentRow))
+RULE_RESULT_INSERT: Final = insert(table_of(RuleResultRow))
+#: The account, row-locked until the transaction ends.
+ACCOUNT_FOR_UPDATE: Final = select(Account).where(Account.id == bindparam("id")).with_for_update()
+#: What an earlier event with this client's ``event_id`` stored (the idempotent replay).
+STORED_ANSWER: Final = select(RiskEvent.request_hash, RiskEvent.response, RiskEvent.kind).where(
+    RiskEvent.client_id == bindparam("client_id"), RiskEvent.event_id == bindparam("event_id"))
 
 
 class Rule(StrEnum):
@@ -236,7 +247,8 @@ class RiskService:
     def _lock_account_row(self, account_id: str) -> Account | None:
         # Row lock: logins of one account are serialised, so counters and locks stay consistent
         # under concurrency (SQLite serialises writers with BEGIN IMMEDIATE anyway).
-        return self._session.get(Account, account_id, with_for_update=True, populate_existing=True)
+        return self._session.execute(ACCOUNT_FOR_UPDATE, {"id": account_id},
+                                     execution_options={"populate_existing": True}).scalar_one_or_none()
 
     def _counter(self, account_id: str) -> tuple[LoginFailureCounter | None, FailureState]:
         """The account's failure counter row (locked; None until the first failure) and its state."""
@@ -374,10 +386,7 @@ class RiskService:
         # finds the first's row and replays its answer. A different body under a used event_id is a 409
         # either way (here, or from the unique key when its account differs).
         account = self._lock_account_row(body.account_id)
-        existing = self._session.execute(
-            select(RiskEvent.request_hash, RiskEvent.response, RiskEvent.kind)
-            .where(RiskEvent.client_id == client_id, RiskEvent.event_id == body.event_id)
-        ).first()
+        existing = self._session.execute(STORED_ANSWER, {"client_id": client_id, "event_id": body.event_id}).first()
         if existing is not None:
             if existing.request_hash != hash_ or existing.kind != kind or existing.response is None:
                 raise IdempotencyConflict(
@@ -545,11 +554,12 @@ class RiskService:
         login_outcome: LoginOutcome | None = None, event_id: str | None = None, hash_: str | None = None,
         tx: TransactionInput | None = None, change: str | None = None,
     ) -> None:
-        # Core inserts (one statement per table, rule rows as one executemany): ingestion is the hot
-        # path and the ORM's unit of work adds nothing for rows that are never changed afterwards.
+        # Core inserts into the tables: ingestion is the hot path, and neither the ORM's unit of work nor
+        # its bulk-insert layer adds anything for rows that are never changed afterwards. PostgreSQL takes
+        # all three in one statement; SQLite gets one per table (the rule rows as one executemany).
         event_pk = uuid.uuid4()
         self._session.flush()  # pending ORM changes (counters, locks) first, in their own order
-        self._session.execute(insert(RiskEvent), [{
+        event = {
             "id": event_pk, "client_id": client_id, "event_id": event_id, "kind": kind,
             "account_id": account_id, "occurred_at": occurred, "received_at": now, "request_hash": hash_,
             "response": {"event_id": event_id, **outcome.as_answer()} if event_id is not None else None,
@@ -559,20 +569,53 @@ class RiskService:
             "destination_address": tx.destination_address if tx else None,
             "destination_country": tx.destination_country if tx else None, "change": change,
             "payload": payload.model_dump(mode="json", exclude=set(SECRET_FIELDS)),
-        }])
-        self._session.execute(insert(AssessmentRow), [{
+        }
+        assessment = {
             "id": outcome.assessment_id, "event_pk": event_pk, "account_id": account_id, "kind": kind,
             "score": outcome.assessment.score, "band": outcome.assessment.band,
             "decision": outcome.assessment.decision, "final_decision": outcome.decision,
             "ruleset_version": outcome.assessment.ruleset_version, "features": features_to_json(features),
             "occurred_at": occurred, "created_at": now,
-        }])
-        if outcome.assessment.results:
-            self._session.execute(insert(RuleResultRow), [
-                {"assessment_id": outcome.assessment_id, "rule_id": r.rule_id, "outcome": r.outcome,
-                 "mode": r.mode, "points": r.points, "detail": r.detail}
-                for r in outcome.assessment.results
-            ])
+        }
+        results = [{"rule_id": r.rule_id, "outcome": r.outcome, "mode": r.mode, "points": r.points,
+                    "detail": r.detail} for r in outcome.assessment.results]
+        if not is_sqlite(self._session):
+            # One statement, one round trip: the three inserts as data-modifying CTEs (foreign keys are
+            # checked at the end of the statement), the rule rows unpacked from one JSON array.
+            params = {**{f"e_{k}": v for k, v in event.items()},
+                      **{f"a_{k}": v for k, v in assessment.items()}, "rules": results}
+            self._session.execute(_record_statement(), params)
+            return
+        self._session.execute(EVENT_INSERT, [event])
+        self._session.execute(ASSESSMENT_INSERT, [assessment])
+        if results:
+            self._session.execute(RULE_RESULT_INSERT, [
+                {"assessment_id": outcome.assessment_id, **result} for result in results])
+
+
+@functools.cache
+def _record_statement() -> Insert:
+    """PostgreSQL: the event, its assessment and the rule rows in one statement (built once).
+
+    Parameters: ``e_<column>`` for the event, ``a_<column>`` for the assessment, ``rules`` (a list of
+    {rule_id, outcome, mode, points, detail}).
+    """
+    def values(table: Table, prefix: str) -> dict[str, Any]:
+        return {c.name: bindparam(f"{prefix}{c.name}", type_=c.type) for c in table.columns
+                if not (c.primary_key and c.autoincrement is True)}
+
+    events, assessments, rules_table = table_of(RiskEvent), table_of(AssessmentRow), table_of(RuleResultRow)
+    event = insert(events).values(values(events, "e_")).cte("ev")
+    assessment = insert(assessments).values(values(assessments, "a_")).cte("asm")
+    rules = func.jsonb_to_recordset(bindparam("rules", type_=JSONB)).table_valued(
+        column("rule_id", String), column("outcome", String), column("mode", String),
+        column("points", Integer), column("detail", String),
+    ).render_derived(name="r", with_types=True)
+    names = ["rule_id", "outcome", "mode", "points", "detail"]
+    return insert(rules_table).from_select(
+        ["assessment_id", *names],
+        select(bindparam("a_id", type_=assessments.c.id.type), *(rules.c[n] for n in names)),
+    ).add_cte(event, assessment)
 
 
 def replay_decisions(
