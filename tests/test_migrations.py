@@ -73,7 +73,8 @@ def test_single_head():
 
 @pytest.mark.postgres
 def test_covering_indexes_and_storage_options_match_the_models(scratch_engine):
-    """Alembic's check compares index keys but not INCLUDE columns or table storage options."""
+    """Alembic's check compares index keys but not INCLUDE columns, partial-index predicates or table
+    storage options."""
     from security.models import Base
 
     upgrade(scratch_engine)
@@ -86,7 +87,12 @@ def test_covering_indexes_and_storage_options_match_the_models(scratch_engine):
             "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
             "JOIN pg_namespace n ON n.oid = i.relnamespace WHERE n.nspname = 'public'"))}
         options = conn.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'risk_familiarity_counts'"))
+        shard_predicate = conn.scalar(text(
+            "SELECT pg_get_expr(x.indpred, x.indrelid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "WHERE i.relname = 'ix_risk_familiarity_counts_shards'"))
     assert expected["ix_risk_events_account_kind_time"], "the model declares the covering columns"
     for name, included in expected.items():
         assert sorted(found[name]) == sorted(included), name
     assert "fillfactor=50" in options
+    # Partial: only the global shards' rows, with the predicate the counter read repeats word for word.
+    assert shard_predicate == "(\"left\"((scope)::text, 1) = '*'::text)"

@@ -25,13 +25,13 @@ from sqlalchemy import (
     BindParameter,
     Row,
     Select,
+    String,
     and_,
     bindparam,
     case,
     cast,
     exists,
     func,
-    literal,
     literal_column,
     or_,
     select,
@@ -46,7 +46,7 @@ from security.accounts.models import Account
 from security.audit.models import AuditEntry
 from security.clock import utc
 from security.credentials.services import AuditTag as CredentialTag
-from security.db import is_sqlite
+from security.db import is_sqlite, table_of
 from security.locks.bruteforce import FailureState, failures_in_window
 from security.risk.familiarity import (
     IP_LEVELS,
@@ -62,7 +62,14 @@ from security.risk.familiarity import (
 )
 from security.risk.features import EventKind, Features, FeatureValue
 from security.risk.geo import GeoPoint, haversine_km, travel_speed_kmh
-from security.risk.models import DenyListEntry, DenyListKind, FamiliarityCount, LoginOutcome, RiskEvent
+from security.risk.models import (
+    SHARD_ROWS_PG,
+    DenyListEntry,
+    DenyListKind,
+    FamiliarityCount,
+    LoginOutcome,
+    RiskEvent,
+)
 from security.risk.rules import BruteForceConfig
 from security.risk.stats import p95, robust_z
 
@@ -206,6 +213,24 @@ def _sql(*values: str) -> Any:
 _SHARD_LITERALS: Final[tuple[Any, ...]] = tuple(_sql(*SHARD_SCOPES))
 
 
+#: The account's transactions before ``before`` and since ``since``, newest first (amounts and velocity).
+TX_HISTORY: Final = (
+    select(_E.amount, _E.currency, _E.occurred_at, _E.outcome)
+    .where(_E.account_id == bindparam("account_id"), _E.kind == _sql(EventKind.TRANSACTION),
+           _E.occurred_at < bindparam("before"), _E.occurred_at >= bindparam("since"))
+    .order_by(_E.occurred_at.desc())
+    .limit(TX_HISTORY_LIMIT)
+)
+#: Failed logins from ``ip`` received in (``since``, ``at``], newest first (brute force across accounts).
+IP_FAILURES: Final = (
+    select(_E.received_at, _E.account_id)
+    .where(_E.ip == bindparam("ip"), _E.outcome == _sql(LoginOutcome.FAILURE),
+           _E.received_at > bindparam("since"), _E.received_at <= bindparam("at"))
+    .order_by(_E.received_at.desc())
+    .limit(IP_ACCOUNTS_LIMIT)
+)
+
+
 def _first(column: Any, *where: Any, newest: bool, name: str) -> Any:
     """The ``column`` of the account's newest (or oldest) matching event, as a labelled scalar subquery."""
     # The id breaks ties, so every column of one side comes from the same event.
@@ -282,6 +307,51 @@ def travel(ctx: Context, occurred_at: datetime, probe: Row[Any]) -> tuple[float 
     return round(best[0], 1), round(best[1], 1), best[2]
 
 
+@functools.cache
+def _counter_upsert(*, sqlite: bool) -> Any:
+    """Add ``count`` and ``children`` to a counter row, creating it at those values (built once)."""
+    table = table_of(FamiliarityCount)
+    statement = (sqlite_insert if sqlite else pg_insert)(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.scope, table.c.level, table.c.value],
+        set_={"count": table.c.count + statement.excluded.count,
+              "children": table.c.children + statement.excluded.children},
+    )
+
+
+@functools.cache
+def _counts_statement(keys: int, *, sqlite: bool) -> Select[Any]:
+    """The counter read of :meth:`FeatureStore._counts` for ``keys`` (level, value) pairs (built once per
+    count; parameters ``account_id``, ``shard``, ``l0``/``v0``... in key order)."""
+    counter = FamiliarityCount
+    account_id: BindParameter[str] = bindparam("account_id")
+    wanted = [(bindparam(f"l{i}", type_=String()), bindparam(f"v{i}", type_=String())) for i in range(keys)]
+    if sqlite:
+        # SQLite seeks only the first column for "(level, value) IN (...)" and scans the rest; joined to
+        # the keys as a derived table it seeks every (scope, level, value) of the account and the shards.
+        keyed = union_all(*(select(level.label("level"), value.label("value")) for level, value in wanted)
+                          ).subquery("k")
+        rows: Any = select(counter.scope, counter.level, counter.value, counter.count, counter.children
+                           ).select_from(keyed).join(counter, and_(
+                               counter.scope.in_([account_id, *_SHARD_LITERALS]),
+                               counter.level == keyed.c.level, counter.value == keyed.c.value)).subquery("c")
+    else:
+        # The account's rows by primary key, the shards' rows through their partial index (one descent per
+        # key for all 16 shards; the predicate is written as the index's, so even a generic plan uses it).
+        # The key list appears twice under the same parameter names: the driver sends it once.
+        asked = tuple_(counter.level, counter.value).in_([tuple_(*key) for key in wanted])
+        rows = union_all(
+            select(counter).where(counter.scope == account_id, asked),
+            select(counter).where(literal_column(SHARD_ROWS_PG), asked),
+        ).subquery("c")
+    scope = case((rows.c.scope == account_id, rows.c.scope), else_=literal_column("''"))
+    return select(
+        scope, rows.c.level, rows.c.value,
+        cast(func.sum(rows.c.count), BigInteger), cast(func.sum(rows.c.children), BigInteger),
+        func.max(case((rows.c.scope == bindparam("shard"), literal_column("1")), else_=literal_column("0"))),
+    ).group_by(scope, rows.c.level, rows.c.value)
+
+
 class FeatureStore:
     """Reads history for the engine and keeps the familiarity counters current."""
 
@@ -319,26 +389,11 @@ class FeatureStore:
         if not wanted:
             return {}
         shard = global_shard(account_id)
-        counter = FamiliarityCount
-        scope = case((counter.scope == account_id, counter.scope), else_=literal_column("''"))
-        statement = select(
-            scope, counter.level, counter.value,
-            cast(func.sum(counter.count), BigInteger), cast(func.sum(counter.children), BigInteger),
-            func.max(case((counter.scope == shard, 1), else_=0)),
-        ).group_by(scope, counter.level, counter.value)
-        scopes = counter.scope.in_([account_id, *_SHARD_LITERALS])
-        if is_sqlite(self._session):
-            # SQLite seeks only the scope for "(level, value) IN (...)" and scans the rest of it; joined
-            # to the keys as a derived table it seeks every (scope, level, value).
-            keyed = union_all(*(select(literal(level).label("level"), literal(value).label("value"))
-                                for level, value in wanted)).subquery("k")
-            statement = statement.select_from(keyed).join(
-                counter, and_(scopes, counter.level == keyed.c.level, counter.value == keyed.c.value))
-        else:
-            # PostgreSQL plans the join badly (a hash join over every shard row) and the row-value IN well
-            # (a bitmap of primary-key probes).
-            statement = statement.where(scopes, tuple_(counter.level, counter.value).in_(wanted))
-        rows = self._session.execute(statement)
+        params: dict[str, str] = {"account_id": account_id, "shard": shard}
+        for i, (level, value) in enumerate(wanted):
+            params[f"l{i}"], params[f"v{i}"] = level, value
+        statement = _counts_statement(len(wanted), sqlite=is_sqlite(self._session))
+        rows = self._session.execute(statement, params)
         out: CountMap = {}
         for stored, level, value, count, children, in_shard in rows:
             out[(stored, level, value)] = Tally(count, children)
@@ -434,16 +489,10 @@ class FeatureStore:
             for level, value in zip(levels[1:], values[1:], strict=True):
                 add((scope, level, value), int(new_finest))
                 add((scope, level, TOTAL_ROW), int((scope, level, value) not in existing))
-        insert = sqlite_insert if is_sqlite(self._session) else pg_insert
         rows = [{"scope": k[0], "level": k[1], "value": k[2], "count": d[0], "children": d[1]}
                 for k, d in sorted(deltas.items())]
-        statement = insert(FamiliarityCount)
-        # executemany of one cached statement (a multi-row VALUES would be recompiled per row count).
-        self._session.execute(statement.on_conflict_do_update(
-            index_elements=[FamiliarityCount.scope, FamiliarityCount.level, FamiliarityCount.value],
-            set_={"count": FamiliarityCount.count + statement.excluded.count,
-                  "children": FamiliarityCount.children + statement.excluded.children},
-        ), rows)
+        # executemany of one statement (a multi-row VALUES would be recompiled per row count).
+        self._session.execute(_counter_upsert(sqlite=is_sqlite(self._session)), rows)
 
     def ip_failures(self, ip: str, at: datetime, window: timedelta, *,
                     keep: bool = False) -> list[tuple[datetime, str]]:
@@ -456,13 +505,7 @@ class FeatureStore:
         kept = self._ip_failures.pop(key, None)
         if kept is not None:
             return kept
-        rows = self._session.execute(
-            select(RiskEvent.received_at, RiskEvent.account_id)
-            .where(RiskEvent.ip == ip, RiskEvent.outcome == LoginOutcome.FAILURE,
-                   RiskEvent.received_at > at - window, RiskEvent.received_at <= at)
-            .order_by(RiskEvent.received_at.desc())
-            .limit(IP_ACCOUNTS_LIMIT)
-        ).all()
+        rows = self._session.execute(IP_FAILURES, {"ip": ip, "since": at - window, "at": at}).all()
         found = [(utc(r.received_at), r.account_id) for r in rows]
         if keep:
             self._ip_failures[key] = found
@@ -529,13 +572,9 @@ class FeatureStore:
         """Features for an outgoing transaction."""
         values: dict[str, FeatureValue] = {}
         explanations: dict[str, str] = {}
-        rows = self._session.execute(
-            select(RiskEvent.amount, RiskEvent.currency, RiskEvent.occurred_at, RiskEvent.outcome)
-            .where(RiskEvent.account_id == account.id, RiskEvent.kind == EventKind.TRANSACTION,
-                   RiskEvent.occurred_at < occurred_at, RiskEvent.occurred_at >= occurred_at - DAY * 365)
-            .order_by(RiskEvent.occurred_at.desc())
-            .limit(TX_HISTORY_LIMIT)
-        ).all()
+        rows = self._session.execute(TX_HISTORY, {
+            "account_id": account.id, "before": occurred_at, "since": occurred_at - DAY * 365,
+        }).all()
         same_currency = [r for r in rows if r.currency == tx.currency and r.amount is not None]
         executed = [_decimal(r.amount) for r in same_currency if r.outcome not in NOT_EXECUTED]
         history = [a for a in executed if a is not None][:AMOUNT_HISTORY_LIMIT]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from security.db import Base
@@ -112,6 +112,11 @@ class RuleResultRow(Base):
     assessment: Mapped[Assessment] = relationship(back_populates="results")
 
 
+#: Which counter rows are global shards (their scope starts with "*"), as each backend spells it.
+SHARD_ROWS_PG: Final = "left(scope, 1) = '*'"
+SHARD_ROWS_SQLITE: Final = "substr(scope, 1, 1) = '*'"
+
+
 class FamiliarityCount(Base):
     """How often a value was seen at one level of a feature hierarchy, globally or for one account.
 
@@ -128,6 +133,13 @@ class FamiliarityCount(Base):
     value: Mapped[str] = mapped_column(String(255), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
     children: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (
+        # The global shards' rows ("*0".."*15") by (level, value): one descent reads a value's row in every
+        # shard (the primary key needs one per shard). Partial: account rows are never read this way.
+        Index("ix_risk_familiarity_counts_shards", "level", "value", "scope",
+              postgresql_where=text(SHARD_ROWS_PG), sqlite_where=text(SHARD_ROWS_SQLITE)),
+    )
 
 
 class DenyListKind(StrEnum):
