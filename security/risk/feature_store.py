@@ -38,6 +38,8 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
+from sqlalchemy import column as sql_column
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -307,11 +309,29 @@ def travel(ctx: Context, occurred_at: datetime, probe: Row[Any]) -> tuple[float 
     return round(best[0], 1), round(best[1], 1), best[2]
 
 
+#: The columns of a counter delta, in key order (the upsert's parameters on PostgreSQL are one array each).
+_DELTA_COLUMNS: Final = ("scope", "level", "value", "count", "children")
+
+
 @functools.cache
 def _counter_upsert(*, sqlite: bool) -> Any:
-    """Add ``count`` and ``children`` to a counter row, creating it at those values (built once)."""
+    """Add ``count`` and ``children`` to counter rows, creating them at those values (built once).
+
+    SQLite: one row's values per execution (an executemany). PostgreSQL: every row in one execution, as
+    one array per column (``scope``, ``level``, ``value``, ``count``, ``children``), written in key order
+    so concurrent upserts lock shared rows in the same order.
+    """
     table = table_of(FamiliarityCount)
-    statement = (sqlite_insert if sqlite else pg_insert)(table)
+    if sqlite:
+        statement: Any = sqlite_insert(table)
+    else:
+        typed = [(name, table.c[name].type) for name in _DELTA_COLUMNS]
+        deltas = func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in typed)).table_valued(
+            *(sql_column(name, kind) for name, kind in typed)).render_derived(name="d")
+        statement = pg_insert(table).from_select(
+            list(_DELTA_COLUMNS),
+            select(*(deltas.c[name] for name in _DELTA_COLUMNS)).order_by(deltas.c.scope, deltas.c.level,
+                                                                         deltas.c.value))
     return statement.on_conflict_do_update(
         index_elements=[table.c.scope, table.c.level, table.c.value],
         set_={"count": table.c.count + statement.excluded.count,
@@ -489,10 +509,13 @@ class FeatureStore:
             for level, value in zip(levels[1:], values[1:], strict=True):
                 add((scope, level, value), int(new_finest))
                 add((scope, level, TOTAL_ROW), int((scope, level, value) not in existing))
-        rows = [{"scope": k[0], "level": k[1], "value": k[2], "count": d[0], "children": d[1]}
-                for k, d in sorted(deltas.items())]
-        # executemany of one statement (a multi-row VALUES would be recompiled per row count).
-        self._session.execute(_counter_upsert(sqlite=is_sqlite(self._session)), rows)
+        ordered = [(*key, *delta) for key, delta in sorted(deltas.items())]
+        if is_sqlite(self._session):
+            self._session.execute(_counter_upsert(sqlite=True), [dict(zip(_DELTA_COLUMNS, row, strict=True))
+                                                                 for row in ordered])
+        else:
+            self._session.execute(_counter_upsert(sqlite=False), {
+                name: [row[i] for row in ordered] for i, name in enumerate(_DELTA_COLUMNS)})
 
     def ip_failures(self, ip: str, at: datetime, window: timedelta, *,
                     keep: bool = False) -> list[tuple[datetime, str]]:
