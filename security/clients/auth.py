@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from flask import g, request
 
-from security.clients.models import ServiceClient
-from security.clients.services import ClientService
+from security.clients.services import AuthenticatedClient, ClientService
 from security.errors import Forbidden, Unauthenticated
 from security.permissions import Scope
 from security.web.deps import deps
@@ -24,9 +23,9 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
-def current_client() -> ServiceClient:
+def current_client() -> AuthenticatedClient:
     """The authenticated client of this request (only inside a client-authenticated operation)."""
-    client: ServiceClient = g.client
+    client: AuthenticatedClient = g.client
     return client
 
 
