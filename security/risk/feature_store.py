@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     BindParameter,
     Row,
@@ -36,6 +37,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    type_coerce,
     union_all,
 )
 from sqlalchemy import column as sql_column
@@ -215,14 +217,44 @@ def _sql(*values: str) -> Any:
 _SHARD_LITERALS: Final[tuple[Any, ...]] = tuple(_sql(*SHARD_SCOPES))
 
 
-#: The account's transactions before ``before`` and since ``since``, newest first (amounts and velocity).
+#: The account's transactions before ``occurred_at`` and since ``since``, newest first (amounts, velocity).
 TX_HISTORY: Final = (
     select(_E.amount, _E.currency, _E.occurred_at, _E.outcome)
     .where(_E.account_id == bindparam("account_id"), _E.kind == _sql(EventKind.TRANSACTION),
-           _E.occurred_at < bindparam("before"), _E.occurred_at >= bindparam("since"))
+           _E.occurred_at < bindparam("occurred_at"), _E.occurred_at >= bindparam("since"))
     .order_by(_E.occurred_at.desc())
     .limit(TX_HISTORY_LIMIT)
 )
+
+
+@dataclass(frozen=True)
+class PastTransaction:
+    """One of the account's earlier transactions, as the amount and velocity features read it."""
+
+    amount: str | None
+    currency: str | None
+    occurred_at: datetime
+    outcome: str | None
+
+
+def _history_column(*, sqlite: bool) -> Any:
+    """:data:`TX_HISTORY` as one JSON array of ``[amount, currency, occurred_at, outcome]`` (a probe column:
+    the history travels in the probe's round trip instead of a statement and a result row per event)."""
+    rows = TX_HISTORY.subquery("h")
+    fields = (rows.c.amount, rows.c.currency, rows.c.occurred_at, rows.c.outcome)
+    if sqlite:
+        items: Any = func.json_group_array(func.json_array(*fields))
+    else:
+        items = func.coalesce(func.json_agg(func.json_build_array(*fields)), literal_column("'[]'::json"))
+    return type_coerce(select(items).scalar_subquery(), JSON).label("history")
+
+
+def past_transactions(history: Sequence[Sequence[Any]]) -> list[PastTransaction]:
+    """The probe's history column, newest first (timestamps come as ISO 8601 text from either backend)."""
+    past = [PastTransaction(amount, currency, utc(datetime.fromisoformat(at)), outcome)
+            for amount, currency, at, outcome in history]
+    past.sort(key=lambda p: p.occurred_at, reverse=True)
+    return past
 #: Failed logins from ``ip`` received in (``since``, ``at``], newest first (brute force across accounts).
 IP_FAILURES: Final = (
     select(_E.received_at, _E.account_id)
@@ -248,14 +280,15 @@ def _deny_listed_column(kind: DenyListKind, value: str, name: str) -> Any:
 
 
 @functools.cache
-def probe_statement(*parts: str) -> Select[Any]:
-    """One round trip for the scalar facts an event's features need (built once per shape).
+def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
+    """One round trip for the facts an event's features need (built once per shape and backend).
 
     Always: the neighbouring successful logins with coordinates before and after the event (travel) and
     whether the IP is deny-listed. With ``PROBE_TRANSACTION``: whether the payee was paid before, whether
-    the destination is deny-listed, and the latest sensitive change (event and Foxguard's own MFA
-    changes). Every subquery is an index probe; parameters: ``account_id``, ``occurred_at``, ``at``,
-    ``ip`` and, for transactions, ``address`` and ``payee``.
+    the destination is deny-listed, the latest sensitive change (event and Foxguard's own MFA changes) and
+    the transaction history (:func:`_history_column`). Every subquery is an index probe; parameters:
+    ``account_id``, ``occurred_at``, ``at``, ``ip`` and, for transactions, ``address``, ``payee`` and
+    ``since`` (the history's start).
     """
     account = _E.account_id == bindparam("account_id")
     when: BindParameter[datetime] = bindparam("occurred_at")
@@ -279,6 +312,7 @@ def probe_statement(*parts: str) -> Select[Any]:
                 _A.subject_type == _sql("account"), _A.subject_id == bindparam("account_id"),
                 _A.action.in_(_sql(*MFA_CHANGE_AUDIT_TAGS)), _A.at <= when,
             ).scalar_subquery().label("mfa_at"),
+            _history_column(sqlite=sqlite),
         ]
     return select(*columns)
 
@@ -386,11 +420,13 @@ class FeatureStore:
 
     def _probe(self, account_id: str, ctx: Context, occurred_at: datetime, at: datetime, *,
                tx: TransactionInput | None = None) -> Row[Any]:
-        statement = probe_statement(PROBE_TRANSACTION) if tx else probe_statement()
+        parts = (PROBE_TRANSACTION,) if tx else ()
+        statement = probe_statement(*parts, sqlite=is_sqlite(self._session))
         params: dict[str, Any] = {"account_id": account_id, "occurred_at": occurred_at, "at": at,
                                   "ip": _listed_value(ctx.ip)}
         if tx:
-            params.update(payee=tx.destination_address, address=_listed_value(tx.destination_address))
+            params.update(payee=tx.destination_address, address=_listed_value(tx.destination_address),
+                          since=occurred_at - DAY * 365)
         return self._session.execute(statement, params).one()
 
     def _counts(self, account_id: str, keys: Iterable[tuple[str, str]]) -> CountMap:
@@ -595,9 +631,8 @@ class FeatureStore:
         """Features for an outgoing transaction."""
         values: dict[str, FeatureValue] = {}
         explanations: dict[str, str] = {}
-        rows = self._session.execute(TX_HISTORY, {
-            "account_id": account.id, "before": occurred_at, "since": occurred_at - DAY * 365,
-        }).all()
+        probe = self._probe(account.id, ctx, occurred_at, received_at, tx=tx)
+        rows = past_transactions(probe.history)
         same_currency = [r for r in rows if r.currency == tx.currency and r.amount is not None]
         executed = [_decimal(r.amount) for r in same_currency if r.outcome not in NOT_EXECUTED]
         history = [a for a in executed if a is not None][:AMOUNT_HISTORY_LIMIT]
@@ -614,7 +649,7 @@ class FeatureStore:
         else:
             values["amount_p95"] = values["amount_ratio_p95"] = values["amount_robust_z"] = None
         for label, span in (("1h", HOUR), ("24h", DAY)):
-            recent = [r for r in rows if utc(r.occurred_at) > occurred_at - span]
+            recent = [r for r in rows if r.occurred_at > occurred_at - span]
             amounts = [_decimal(r.amount) for r in recent if r.currency == tx.currency]
             values[f"tx_count_{label}"] = len(recent) + 1  # this transaction included
             values[f"tx_sum_{label}"] = sum((a for a in amounts if a is not None), tx.amount)
@@ -622,7 +657,6 @@ class FeatureStore:
             (tx.amount / tx.balance_before).quantize(Decimal("0.0001"))
             if tx.balance_before is not None and tx.balance_before > 0 else None
         )
-        probe = self._probe(account.id, ctx, occurred_at, received_at, tx=tx)
         values["is_new_payee"] = not probe.paid_before
         values["destination_country"] = tx.destination_country
         values["home_country"] = account.home_country

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 from sqlalchemy import func, select
 
@@ -245,3 +247,25 @@ def test_guard_caps_automatic_locks(flows, clock, db_session, api, app):
     clock.advance(hours=1, seconds=1)
     assert flows.transaction("acc-3", amount="10.00", address="0xbad").get_json()["decision"] == "block"
     assert db_session.get(Account, "acc-3").status == "locked"
+
+
+def test_velocity_and_amount_history_are_exact(flows, clock, db_session):
+    """The history read with the probe: windows by occurred_at, sums per currency in exact decimals,
+    blocked payments not part of the normal amounts."""
+    flows.account()
+    clock.advance(days=30)
+    now = clock.now()
+    earlier = [("10.10", "EUR", timedelta(hours=30)), ("20.20", "EUR", timedelta(hours=23)),
+               ("0.05", "EUR", timedelta(minutes=30)), ("1000", "USD", timedelta(minutes=20))]
+    for amount, currency, ago in earlier:
+        answer = flows.transaction(amount=amount, address="0xfriend", currency=currency, occurred_at=now - ago)
+        assert answer.get_json()["decision"] != "block", answer.get_json()
+    body = flows.transaction(amount="1.00", address="0xfriend").get_json()
+    features = db_session.scalar(select(Assessment.features).where(
+        Assessment.id == uuid.UUID(body["assessment_id"])))["values"]
+    assert features["tx_count_1h"] == 3  # 0.05 EUR, 1000 USD and this one
+    assert Decimal(features["tx_sum_1h"]) == Decimal("1.05")  # other currencies are not summed
+    assert features["tx_count_24h"] == 4
+    assert Decimal(features["tx_sum_24h"]) == Decimal("21.25")
+    assert features["amount_history_count"] == 3  # the EUR payments of the last year
+    assert features["is_new_payee"] is False
