@@ -274,6 +274,38 @@ def _seal_like_a_message(box: SecretBox, code: str) -> str:
     return NO_CHANNEL
 
 
+def _void_open_codes(session: Session, *, purpose: str, owner_id: str, at: datetime) -> None:
+    """Void every unused code of ``owner_id`` for ``purpose``: a new one is being issued."""
+    session.execute(
+        update(ContactCode)
+        .where(ContactCode.purpose == purpose, ContactCode.owner_id == owner_id,
+               ContactCode.voided_at.is_(None), ContactCode.used_at.is_(None))
+        .values(voided_at=at, version=ContactCode.version + 1)
+    )
+
+
+def _latest_code(session: Session, *, purpose: str, owner_id: str) -> ContactCode | None:
+    """The newest code of ``owner_id`` for ``purpose`` that was not voided (only it can be entered)."""
+    return session.scalar(
+        select(ContactCode)
+        .where(ContactCode.purpose == purpose, ContactCode.owner_id == owner_id, ContactCode.voided_at.is_(None))
+        .order_by(ContactCode.created_at.desc()).limit(1)
+    )
+
+
+def _spend_code(row: ContactCode, code: str, *, key: str, policy: AppealPolicy, at: datetime) -> CodeCheck:
+    """Check ``code`` against the stored ``row`` and count the attempt; an accepted code is used up."""
+    check = check_contact_code(
+        code, stored_hash=row.code_hash, key=key, purpose=row.purpose, owner_id=row.owner_id,
+        digits=policy.contact_code_digits, expires_at=row.expires_at, used=row.used_at is not None,
+        attempts=row.attempts, max_attempts=policy.max_attempts[VerificationMethod.CONTACT_CODE], at=at,
+    )
+    row.attempts += 1
+    if check is CodeCheck.ACCEPTED:
+        row.used_at = at
+    return check
+
+
 class AppealService:
     """Appeals from submission to release, and the operators' review API."""
 
@@ -413,12 +445,7 @@ class AppealService:
         now = self._clock.now()
         issued = issue_contact_code(self._entropy, key=self._code_key, purpose=CODE_PURPOSE_APPEAL,
                                     owner_id=str(appeal.id), digits=self._policy.contact_code_digits)
-        self._session.execute(
-            update(ContactCode)
-            .where(ContactCode.purpose == CODE_PURPOSE_APPEAL, ContactCode.owner_id == str(appeal.id),
-                   ContactCode.voided_at.is_(None), ContactCode.used_at.is_(None))
-            .values(voided_at=now, version=ContactCode.version + 1)
-        )
+        _void_open_codes(self._session, purpose=CODE_PURPOSE_APPEAL, owner_id=str(appeal.id), at=now)
         ttl_minutes = self._policy.contact_code_ttl_minutes
         # A decoy's code is drawn, stored and sealed like a real one, and never sent.
         if account is not None:
@@ -579,23 +606,11 @@ class AppealService:
 
     def _check_contact_code(self, appeal: Appeal, code: str) -> VerificationOutcome:
         now = self._clock.now()
-        row = self._session.scalar(
-            select(ContactCode)
-            .where(ContactCode.purpose == CODE_PURPOSE_APPEAL, ContactCode.owner_id == str(appeal.id),
-                   ContactCode.voided_at.is_(None))
-            .order_by(ContactCode.created_at.desc()).limit(1)
-        )
+        row = _latest_code(self._session, purpose=CODE_PURPOSE_APPEAL, owner_id=str(appeal.id))
         if row is None:
             return VerificationOutcome.CODE_EXPIRED
-        check = check_contact_code(
-            code, stored_hash=row.code_hash, key=self._code_key, purpose=CODE_PURPOSE_APPEAL,
-            owner_id=str(appeal.id), digits=self._policy.contact_code_digits, expires_at=row.expires_at,
-            used=row.used_at is not None, attempts=row.attempts,
-            max_attempts=self._policy.max_attempts[VerificationMethod.CONTACT_CODE], at=now,
-        )
-        row.attempts += 1
+        check = _spend_code(row, code, key=self._code_key, policy=self._policy, at=now)
         if check is CodeCheck.ACCEPTED:
-            row.used_at = now
             return VerificationOutcome.ACCEPTED
         if check is CodeCheck.EXPIRED:
             return VerificationOutcome.CODE_EXPIRED
@@ -1056,12 +1071,7 @@ class FreezeService:
             self._audit.record(AuditTag.FREEZE_CODE_REQUESTED, actor=actor, subject_type="identifier",
                                subject_id=identifier_digest(identifier), data={"matched": False})
             return
-        self._session.execute(
-            update(ContactCode)
-            .where(ContactCode.purpose == CODE_PURPOSE_FREEZE, ContactCode.owner_id == account.id,
-                   ContactCode.voided_at.is_(None), ContactCode.used_at.is_(None))
-            .values(voided_at=now, version=ContactCode.version + 1)
-        )
+        _void_open_codes(self._session, purpose=CODE_PURPOSE_FREEZE, owner_id=account.id, at=now)
         channel = _send_code(self._outbox, account, code=issued.code,
                              ttl_minutes=self._policy.contact_code_ttl_minutes, reference=None,
                              sms=prefers_sms(identifier))
@@ -1128,12 +1138,7 @@ class FreezeService:
         now = self._clock.now()
         row = None
         if account is not None:
-            row = self._session.scalar(
-                select(ContactCode)
-                .where(ContactCode.purpose == CODE_PURPOSE_FREEZE, ContactCode.owner_id == account.id,
-                       ContactCode.voided_at.is_(None))
-                .order_by(ContactCode.created_at.desc()).limit(1)
-            )
+            row = _latest_code(self._session, purpose=CODE_PURPOSE_FREEZE, owner_id=account.id)
         if row is None:
             # Same work as a real check: one keyed hash and a constant-time compare.
             check_contact_code(code, stored_hash=sha256_hex(code), key=self._code_key, purpose=CODE_PURPOSE_FREEZE,
@@ -1141,14 +1146,4 @@ class FreezeService:
                                expires_at=now + self._policy.contact_code_ttl, used=False, attempts=0,
                                max_attempts=1, at=now)
             return False
-        check = check_contact_code(
-            code, stored_hash=row.code_hash, key=self._code_key, purpose=CODE_PURPOSE_FREEZE,
-            owner_id=row.owner_id, digits=self._policy.contact_code_digits, expires_at=row.expires_at,
-            used=row.used_at is not None, attempts=row.attempts,
-            max_attempts=self._policy.max_attempts[VerificationMethod.CONTACT_CODE], at=now,
-        )
-        row.attempts += 1
-        if check is CodeCheck.ACCEPTED:
-            row.used_at = now
-            return True
-        return False
+        return _spend_code(row, code, key=self._code_key, policy=self._policy, at=now) is CodeCheck.ACCEPTED

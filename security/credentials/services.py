@@ -325,13 +325,12 @@ class TotpService:
         )
         return generated.plaintext
 
-    def disable(
+    def _prove_second_factor(
         self, account_id: str, *, totp_code: str | None, recovery_code: str | None, actor: str
-    ) -> SecondFactorResult:
-        """Remove the authenticator and its recovery codes, if a valid code is given.
-
-        A rejected code is returned (and counted), not raised, so the caller commits the failure.
-        """
+    ) -> tuple[SecondFactorResult, datetime]:
+        """What guards every change to an enabled authenticator: lock the account, require an enabled
+        authenticator and one code, verify it. Returns the result (a rejection is counted, not raised) and
+        the time it was checked at."""
         self._account(account_id)
         now = self._clock.now()
         if self.second_factor.confirmed_credential(account_id) is None:
@@ -340,6 +339,18 @@ class TotpService:
             raise SecondFactorRequired()
         result = self.second_factor.verify(
             account_id, totp_code=totp_code, recovery_code=recovery_code, at=now, actor=actor
+        )
+        return result, now
+
+    def disable(
+        self, account_id: str, *, totp_code: str | None, recovery_code: str | None, actor: str
+    ) -> SecondFactorResult:
+        """Remove the authenticator and its recovery codes, if a valid code is given.
+
+        A rejected code is returned (and counted), not raised, so the caller commits the failure.
+        """
+        result, now = self._prove_second_factor(
+            account_id, totp_code=totp_code, recovery_code=recovery_code, actor=actor
         )
         if not result.accepted:
             return result
@@ -363,14 +374,8 @@ class TotpService:
         self, account_id: str, *, totp_code: str | None, recovery_code: str | None, actor: str
     ) -> tuple[SecondFactorResult, tuple[str, ...]]:
         """Replace every recovery code (old ones stop working) after a valid code; returns the new set."""
-        self._account(account_id)
-        now = self._clock.now()
-        if self.second_factor.confirmed_credential(account_id) is None:
-            raise TotpNotEnabled()
-        if totp_code is None and recovery_code is None:
-            raise SecondFactorRequired()
-        result = self.second_factor.verify(
-            account_id, totp_code=totp_code, recovery_code=recovery_code, at=now, actor=actor
+        result, now = self._prove_second_factor(
+            account_id, totp_code=totp_code, recovery_code=recovery_code, actor=actor
         )
         if not result.accepted:
             return result, ()

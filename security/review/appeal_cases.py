@@ -21,7 +21,7 @@ from security.clock import Clock
 from security.locks.models import Lock
 from security.operators.models import Operator
 from security.review.models import CaseClaim
-from security.review.services import Page
+from security.review.services import Page, lock_assessment_id, lock_score
 from security.risk.models import Assessment
 
 MAX_APPEAL_PAGE_SIZE = 100
@@ -108,19 +108,10 @@ class AppealCases:
     def queue(self, criteria: AppealFilter) -> AppealPage:
         """Appeals against real locks (decoys are no cases), waiting-for-review first, by risk and age.
 
-        An appeal's risk is its lock's: the score of the assessment that caused the lock or, when the
-        lock names none, of the account's latest assessment before the lock (as in the lock queue).
+        An appeal's risk is its lock's (:func:`~security.review.services.lock_score`, as in the lock queue).
         ``claimed_by``: the appeal's own claim, else (while it is open) its lock's, which covers it too.
         """
-        latest_before_lock = (
-            select(Assessment.id)
-            .where(Assessment.account_id == Lock.account_id, Assessment.created_at <= Lock.created_at)
-            .order_by(Assessment.created_at.desc(), Assessment.id.desc())
-            .limit(1)
-            .correlate(Lock)
-            .scalar_subquery()
-        )
-        score = func.coalesce(Assessment.score, 0)
+        score = lock_score()
         approvals = (
             select(func.count()).select_from(AppealReview)
             .where(AppealReview.appeal_id == Appeal.id, AppealReview.approve.is_(True))
@@ -131,7 +122,7 @@ class AppealCases:
         query = (
             select(Appeal, Lock, score, Assessment.band, approvals, Operator.name, CaseClaim.id)
             .join(Lock, Lock.id == Appeal.lock_id)
-            .outerjoin(Assessment, Assessment.id == func.coalesce(Lock.assessment_id, latest_before_lock))
+            .outerjoin(Assessment, Assessment.id == lock_assessment_id())
             .outerjoin(CaseClaim, CaseClaim.appeal_id == Appeal.id)
             .outerjoin(lock_claim, lock_claim.lock_id == Appeal.open_lock_id)
             .outerjoin(Operator, Operator.id == func.coalesce(CaseClaim.operator_id, lock_claim.operator_id))

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from security.accounts.models import Account
@@ -193,6 +193,30 @@ class Timeline:
     entries: list[TimelineEntry]
 
 
+def lock_assessment_id() -> ColumnElement[Any]:
+    """The id of the assessment that sets a lock's risk, for ``outerjoin(Assessment, Assessment.id == ...)``.
+
+    The assessment that caused the lock (``Lock.assessment_id``: every lock the risk engine places, brute
+    force included, names it) or, when the lock names none (manual and user-reported locks, locks from
+    before 0007), the account's latest assessment at the time the lock was placed. Later assessments of a
+    locked account never change its rank. The lock queue and the appeal queue both rank by it.
+    """
+    latest_before_lock = (
+        select(Assessment.id)
+        .where(Assessment.account_id == Lock.account_id, Assessment.created_at <= Lock.created_at)
+        .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+        .limit(1)
+        .correlate(Lock)
+        .scalar_subquery()
+    )
+    return func.coalesce(Lock.assessment_id, latest_before_lock)
+
+
+def lock_score() -> ColumnElement[int]:
+    """A lock's risk: the score of the assessment joined on :func:`lock_assessment_id` (no assessment: 0)."""
+    return func.coalesce(Assessment.score, 0)
+
+
 class ReviewService:
     def __init__(self, session: Session, *, clock: Clock, audit: AuditLog, locks: LockService) -> None:
         self._session = session
@@ -205,26 +229,15 @@ class ReviewService:
     def queue(self, criteria: QueueFilter, *, operator: Operator) -> QueuePage:
         """Open locks, riskiest (then oldest) first, filtered and paginated.
 
-        A case's risk is the score of the assessment that caused the lock (``Lock.assessment_id``: every
-        lock the risk engine places, brute force included, names it) or, when the lock names none (manual
-        and user-reported locks, locks from before 0007), of the account's latest assessment at the time
-        the lock was placed. No assessment: 0. Later assessments of a locked account never change its rank.
+        A case's risk is :func:`lock_score` (the assessment that caused the lock, else the latest before it).
         """
-        latest_before_lock = (
-            select(Assessment.id)
-            .where(Assessment.account_id == Lock.account_id, Assessment.created_at <= Lock.created_at)
-            .order_by(Assessment.created_at.desc(), Assessment.id.desc())
-            .limit(1)
-            .correlate(Lock)
-            .scalar_subquery()
-        )
-        score = func.coalesce(Assessment.score, 0)
+        score = lock_score()
         # A lock is claimed by its own claim or by a claim on its open appeal (one open appeal per lock).
         appeal_claim = aliased(CaseClaim)
         holder = func.coalesce(CaseClaim.operator_id, appeal_claim.operator_id)
         query = (
             select(Lock, score, Assessment.band, Operator.name, CaseClaim.id)
-            .outerjoin(Assessment, Assessment.id == func.coalesce(Lock.assessment_id, latest_before_lock))
+            .outerjoin(Assessment, Assessment.id == lock_assessment_id())
             .outerjoin(CaseClaim, CaseClaim.lock_id == Lock.id)
             .outerjoin(Appeal, Appeal.open_lock_id == Lock.id)
             .outerjoin(appeal_claim, appeal_claim.appeal_id == Appeal.id)
