@@ -554,6 +554,28 @@ def run_sizes(ctx: Context) -> dict[str, Any]:
             "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
 
 
+def run_compare(ctx: Context) -> dict[str, Any]:
+    """``--compare-only``: floor and service on the event mix, alternating, on the big database of a full
+    run (a quick check of the throughput ratio after a change; the full run records the numbers)."""
+    plan = ctx.plan
+    big_url, _ = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
+    big = attach(ctx, big_url)
+    rates: dict[str, list[float]] = {"floor": [], "service": []}
+    with gunicorn(ctx, FLOOR_APP, "floor") as floor, gunicorn(ctx, SERVICE_APP, "service") as server:
+        for n in range(plan.repeats):
+            rates["floor"].append(loadgen(ctx, floor, f"floor_events_max_{n}", mode="closed",
+                                          mix="events")["ok_per_s"])
+            delete_floor_rows(big.engine)
+            rates["service"].append(loadgen(ctx, server, f"service_events_max_{n}", mode="closed", mix="events",
+                                            key=big.key)["ok_per_s"])
+            verify_stored(ctx, big.engine, f"service_events_max_{n}", big.client_id)
+    ratio = median(rates["service"]) / median(rates["floor"]) if median(rates["floor"]) else None
+    return {"floor_per_s": rates["floor"], "service_per_s": rates["service"],
+            "ratio_service_to_floor": round(ratio, 3) if ratio is not None else None,
+            "ratio_met": ratio is not None and ratio >= TARGET_RATIO,
+            "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
+
+
 def headline(ctx: Context) -> dict[str, Any]:
     """The numbers the issue asks for, with the targets and whether each is met."""
     steps = ctx.steps
@@ -710,6 +732,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the big database of a previous full run instead of re-seeding it")
     parser.add_argument("--sizes-only", action="store_true",
                         help="only the 10k-vs-1M comparison, alternating, reusing the big database of a full run")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="only floor vs service on the event mix, alternating, reusing the big database")
     for name, default in vars(Plan()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None)
     args = parser.parse_args(argv)
@@ -731,8 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.now().astimezone().isoformat(), "machine_before": machine(),
         "uptime": Path("/proc/uptime").read_text().split()[0],
     }
-    if args.sizes_only:
-        head = run_sizes(ctx)
+    if args.sizes_only or args.compare_only:
+        head = run_sizes(ctx) if args.sizes_only else run_compare(ctx)
         meta.update(finished_at=datetime.now().astimezone().isoformat(), machine_after=machine())
         (out / "results.json").write_text(json.dumps({"meta": meta, "plan": vars(plan), "headline": head,
                                                       "commands": ctx.commands, "steps": ctx.steps}, indent=2,
