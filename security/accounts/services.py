@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from security.accounts.models import Account, AccountStatus
 from security.audit.services import AuditLog
 from security.clock import Clock
-from security.credentials.passwords import PasswordHasher, PasswordPolicy
+from security.credentials.passwords import PasswordHasher, PasswordPolicy, Verification
 from security.crypto import keyed_hash, normalize_document_number
 from security.delivery.outbox import Outbox
 from security.errors import AccountNotFound, Conflict, WeakPassword
@@ -159,7 +159,17 @@ class AccountService:
 
     def verify_password(self, account: Account | None, password: str) -> bool:
         """Check ``password``; unknown accounts cost the same time. Upgrades outdated hashes in place."""
-        result = self._hasher.verify(account.password_hash if account else None, password)
+        return self.accept_verification(account, self.check_password_hash(
+            account.password_hash if account else None, password))
+
+    def check_password_hash(self, stored_hash: str | None, password: str) -> Verification:
+        """The slow part of :meth:`verify_password` alone: argon2 against ``stored_hash`` (None: the same
+        work, and a failure). Touches no database, so it can run outside any transaction."""
+        return self._hasher.verify(stored_hash, password)
+
+    def accept_verification(self, account: Account | None, result: Verification) -> bool:
+        """Apply a :meth:`check_password_hash` result made against ``account``'s current hash: store the
+        upgraded hash (outdated parameters) and return whether the password was right."""
         if result.ok and result.new_hash and account is not None:
             account.password_hash = result.new_hash
             self._audit.record(

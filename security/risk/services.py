@@ -30,6 +30,7 @@ from security.accounts.models import Account
 from security.accounts.services import AccountService
 from security.audit.services import AuditLog
 from security.clock import Clock, utc
+from security.credentials.passwords import Verification
 from security.db import is_sqlite, table_of
 from security.delivery.outbox import Outbox
 from security.errors import AccountNotFound, Conflict, InvalidInput, TooManyRequests
@@ -65,6 +66,8 @@ NEW_DEVICE_TEMPLATE: Final = "new_device_login"
 EVENT_INSERT: Final = insert(table_of(RiskEvent))
 ASSESSMENT_INSERT: Final = insert(table_of(AssessmentRow))
 RULE_RESULT_INSERT: Final = insert(table_of(RuleResultRow))
+#: The account's password hash (read without a lock, before the password work).
+PASSWORD_HASH: Final = select(Account.password_hash).where(Account.id == bindparam("id"))
 #: The account, row-locked until the transaction ends.
 ACCOUNT_FOR_UPDATE: Final = select(Account).where(Account.id == bindparam("id")).with_for_update()
 #: What an earlier event with this client's ``event_id`` stored (the idempotent replay).
@@ -110,6 +113,24 @@ class IdempotencyConflict(Conflict):
 class EventInFuture(InvalidInput):
     code = "occurred_at_in_future"
     title = "occurred_at lies in the future"
+
+
+@dataclass(frozen=True)
+class StoredPassword:
+    """An account's password hash as read before a login check's write transaction (None: no account, or
+    no password)."""
+
+    account_id: str
+    password_hash: str | None
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """The result of verifying a password against a :class:`StoredPassword`."""
+
+    account_id: str
+    password_hash: str | None
+    result: Verification
 
 
 @dataclass
@@ -201,12 +222,33 @@ class RiskService:
 
     # --- the login check ----------------------------------------------------------------------
 
-    def check_login(self, body: LoginCheckIn, *, client_id: uuid.UUID | None) -> Outcome:
+    def stored_password(self, body: LoginCheckIn) -> StoredPassword:
+        """The read-only first step of a login check: the IP throttle, then the account's password hash.
+
+        Raises :class:`IpThrottled` (nothing stored, no password work) when the IP is over its failure
+        limit. With the answer, :meth:`verify_password` can do the slow password work outside any
+        transaction, and :meth:`check_login` uses its result.
+        """
+        self._check_ip_throttle(_context(body.context), self._clock.now())
+        stored = self._session.scalar(PASSWORD_HASH, {"id": body.account_id})
+        return StoredPassword(body.account_id, stored)
+
+    def verify_password(self, stored: StoredPassword, password: str) -> PasswordCheck:
+        """argon2 against :meth:`stored_password`'s hash (no hash: the same work, and a failure). Uses no
+        database."""
+        return PasswordCheck(stored.account_id, stored.password_hash,
+                             self._accounts.check_password_hash(stored.password_hash, password))
+
+    def check_login(self, body: LoginCheckIn, *, client_id: uuid.UUID | None,
+                    checked: PasswordCheck | None = None) -> Outcome:
         """Verify the password (and second factor) and score the attempt.
 
         Raises :class:`IpThrottled` (nothing stored) when the IP is over its failure limit; the
         victim account is never locked for that. A locked account is denied after the same password
         work whether or not the password was right.
+
+        ``checked``: the password was verified already (:meth:`verify_password`), against the hash the
+        account still has; else (none given, or the password changed since) it is verified here.
         """
         now = self._clock.now()
         occurred = self._occurred(body.context.occurred_at, now)
@@ -215,9 +257,14 @@ class RiskService:
         account = self._lock_account_row(body.account_id)
         self._expire_locks(account)
         if account is not None and account.status == AccountStatus.LOCKED:
-            self._accounts.verify_password(None, body.password)  # same work as a real check
+            if checked is None:
+                self._accounts.verify_password(None, body.password)  # same work as a real check
             return self._blocked_login(account, ctx, occurred, now, client_id, payload=body)
-        password_ok = self._accounts.verify_password(account, body.password)
+        current = account.password_hash if account is not None else None
+        if checked is not None and checked.account_id == body.account_id and checked.password_hash == current:
+            password_ok = self._accounts.accept_verification(account, checked.result)
+        else:
+            password_ok = self._accounts.verify_password(account, body.password)
         second = SecondFactorOutcome.NOT_ENROLLED
         if password_ok and account is not None:
             second = self._second_factor.check(account, totp_code=body.totp_code,

@@ -40,6 +40,7 @@ from security.risk.services import RiskService
 from security.runtime import runtime
 from security.web.api import operation, validation_problem
 from security.web.deps import Deps, deps
+from security.web.transaction import end_read_phase
 
 bp = Blueprint("risk", __name__)
 
@@ -100,7 +101,12 @@ def risk_service(d: Deps) -> RiskService:
 def check_login(body: LoginCheckIn) -> DecisionOut:
     """`decision` is allow | mfa_required | deny. Failed attempts feed brute-force protection. A locked
     account is denied without revealing whether the password was right."""
-    outcome = risk_service(deps()).check_login(body, client_id=current_client().id)
+    service = risk_service(deps())
+    # The reads first, then the password work outside the transaction (see end_read_phase), then the rest.
+    stored = service.stored_password(body)
+    end_read_phase()
+    checked = service.verify_password(stored, body.password)
+    outcome = service.check_login(body, client_id=current_client().id, checked=checked)
     return DecisionOut.model_validate(outcome.as_answer())
 
 

@@ -13,6 +13,7 @@ import time
 from flask import Flask, Response, current_app, g
 from sqlalchemy.orm import Session
 
+from security.db import is_sqlite
 from security.runtime import runtime
 
 log = logging.getLogger("security.web")
@@ -36,6 +37,22 @@ def abandon_request_session() -> None:
             session.rollback()
         except Exception:  # the connection may be gone; the session is discarded anyway
             log.warning("rollback failed", exc_info=True)
+
+
+def end_read_phase() -> None:
+    """Before slow work that needs no database (a password hash check): on SQLite, commit the request's
+    transaction, which so far has only read.
+
+    On SQLite every transaction holds the database's write lock from its first statement (``BEGIN
+    IMMEDIATE``), so slow work inside it would stop every other request; the next statement starts a new
+    transaction. PostgreSQL's reads hold nothing that others wait for, so nothing happens there.
+    """
+    session: Session | None = g.get("db_session")
+    if session is None or not is_sqlite(session):
+        return
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("end_read_phase() after changes: they would be committed early")
+    session.commit()
 
 
 def respond_no_sooner_than(seconds: float) -> None:

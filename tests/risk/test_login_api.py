@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from security.accounts.models import Account
 from security.locks.models import Lock, LoginFailureCounter
@@ -230,3 +230,51 @@ def test_familiarity_counters_are_sharded_by_account(flows, db_session):
     users = db_session.scalars(select(FamiliarityCount.children).where(
         FamiliarityCount.level == "user", FamiliarityCount.value == "")).all()
     assert sum(users) == 2
+
+
+def test_password_work_runs_outside_the_write_transaction_on_sqlite(flows, db_session, monkeypatch):
+    """On SQLite a transaction holds the database's write lock: argon2 inside it would stop every other
+    request for its duration. The login check reads first, ends that transaction, then hashes."""
+    from flask import g
+
+    from security.accounts.services import AccountService
+    from security.db import is_sqlite
+
+    flows.account()
+    seen: list[bool] = []
+    original = AccountService.check_password_hash
+
+    def spy(self, stored_hash, password):
+        seen.append(g.db_session.in_transaction())
+        return original(self, stored_hash, password)
+
+    monkeypatch.setattr(AccountService, "check_password_hash", spy)
+    assert flows.login().get_json()["decision"] == "allow"
+    assert flows.login(password="wrong-password-1").get_json()["decision"] == "deny"
+    assert flows.login(account_id="ghost").get_json()["decision"] == "deny"
+    # One password check per login, none repeated inside the transaction; PostgreSQL's reads hold nothing
+    # others wait for, so its transaction simply goes on.
+    assert seen == [not is_sqlite(db_session)] * 3
+
+
+def test_password_changed_while_hashing_is_checked_again(flows, monkeypatch):
+    """The password is verified before the account row is locked; if it changed in between, the check is
+    made again against the new hash under the lock (the old password must not pass)."""
+    from flask import g
+
+    from security.risk.services import RiskService
+
+    flows.account()
+    original = RiskService.verify_password
+
+    def change_meanwhile(self, stored, password):
+        checked = original(self, stored, password)
+        # What a concurrent password change leaves behind: another hash (here one no password matches).
+        g.db_session.execute(update(Account).where(Account.id == "acc-1").values(
+            password_hash=Account.password_hash + "x"))
+        return checked
+
+    monkeypatch.setattr(RiskService, "verify_password", change_meanwhile)
+    body = flows.login().get_json()
+    assert body["decision"] == "deny"
+    assert body["reasons"][0]["rule"] == "login.invalid_credentials"
