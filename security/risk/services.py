@@ -122,6 +122,7 @@ class StoredPassword:
 
     account_id: str
     password_hash: str | None
+    at: datetime  # when the login check began
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class PasswordCheck:
 
     account_id: str
     password_hash: str | None
+    at: datetime
     result: Verification
 
 
@@ -229,14 +231,15 @@ class RiskService:
         limit. With the answer, :meth:`verify_password` can do the slow password work outside any
         transaction, and :meth:`check_login` uses its result.
         """
-        self._check_ip_throttle(_context(body.context), self._clock.now())
+        now = self._clock.now()
+        self._check_ip_throttle(_context(body.context), now)  # kept for check_login's features
         stored = self._session.scalar(PASSWORD_HASH, {"id": body.account_id})
-        return StoredPassword(body.account_id, stored)
+        return StoredPassword(body.account_id, stored, now)
 
     def verify_password(self, stored: StoredPassword, password: str) -> PasswordCheck:
         """argon2 against :meth:`stored_password`'s hash (no hash: the same work, and a failure). Uses no
         database."""
-        return PasswordCheck(stored.account_id, stored.password_hash,
+        return PasswordCheck(stored.account_id, stored.password_hash, stored.at,
                              self._accounts.check_password_hash(stored.password_hash, password))
 
     def check_login(self, body: LoginCheckIn, *, client_id: uuid.UUID | None,
@@ -248,12 +251,14 @@ class RiskService:
         work whether or not the password was right.
 
         ``checked``: the password was verified already (:meth:`verify_password`), against the hash the
-        account still has; else (none given, or the password changed since) it is verified here.
+        account still has; else (none given, or the password changed since) it is verified here. With it,
+        the check began (and the IP throttle was checked) when :meth:`stored_password` ran.
         """
-        now = self._clock.now()
+        now = checked.at if checked is not None else self._clock.now()
         occurred = self._occurred(body.context.occurred_at, now)
         ctx = _context(body.context)
-        self._check_ip_throttle(ctx, now)
+        if checked is None:
+            self._check_ip_throttle(ctx, now)
         account = self._lock_account_row(body.account_id)
         self._expire_locks(account)
         if account is not None and account.status == AccountStatus.LOCKED:
