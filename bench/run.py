@@ -45,6 +45,8 @@ from typing import Any, Final
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from bench.stats import children_of
+
 ROOT: Final = Path(__file__).absolute().parent.parent
 VENV_BIN: Final = Path(sys.executable).parent
 GUNICORN_CONF: Final = ROOT / "bench" / "gunicorn_conf.py"
@@ -234,17 +236,49 @@ def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key
         command += ["--key", key]
         shown += ["--key", "$BENCH_KEY"]
     ctx.commands.append(" ".join(shlex.quote(c) for c in shown))
+    cpu_before = cpu_seconds(server.pid)
     with pg_waits(ctx.engine) as waits:
         subprocess.run(command, cwd=ROOT, env=ctx.env, check=True, stdout=subprocess.DEVNULL)
+    cpu_after = cpu_seconds(server.pid)
     summary: dict[str, Any] = json.loads((ctx.out / f"{name}.json").read_text())
     if waits:
         summary["pg_sessions"] = waits
-        (ctx.out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str))
+    # Every request of the step (warm-up included: the CPU counters cover it too), from the request log.
+    with (ctx.out / f"{name}.requests.csv").open() as log:
+        sent = sum(1 for _ in log) - 1
+    if sent > 0:
+        summary["cpu_ms_per_request"] = {
+            role: round(1000 * (cpu_after[role] - cpu_before[role]) / sent, 3) for role in cpu_after}
+        summary["cpu_ms_per_request"]["loadgen"] = round(1000 * summary["loadgen_cpu_s"] / sent, 3)
+    (ctx.out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str))
     ctx.steps[name] = summary
     print(f"  {name}: {summary['ok_per_s']} ok/s, p50/p99 {summary['latency'].get('p50_ms')}/"
           f"{summary['latency'].get('p99_ms')} ms, status {summary['status']}, load {summary['machine_after']}",
           flush=True)
     return summary
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the app under test (gunicorn's master and workers) and
+    by the local PostgreSQL server (all its processes; SQLite runs inside the app)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    app = {server_pid, *children_of(server_pid)}
+    used = {"app": 0.0, "postgres": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()  # utime and stime are fields 14 and 15 of the whole line
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(entry.name) in app:
+            used["app"] += seconds
+        elif name.startswith("postgres"):
+            used["postgres"] += seconds
+    return used
 
 
 #: How often PostgreSQL's session states are sampled during a load step.
@@ -676,12 +710,16 @@ def markdown(ctx: Context, head: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(f"| Worker RSS over {long_run['window_s']:g} s at 50% (first fifth -> last fifth) | {growth} | "
                      f"flat (within {RSS_FLAT_TOLERANCE:.0%}) | {_yes(head['rss']['flat'])} |")
     lines.append(f"| Every acknowledged event stored once with an assessment | {head['verification_ok']} | | |")
-    lines += ["", "## Per step", "", "| Step | ok/s | statuses | p50 / p95 / p99 ms | load avg after | generator CPU |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "## Per step", "", "CPU ms per request: the app's gunicorn processes / the PostgreSQL server / the "
+              "load generator (warm-up included).", "",
+              "| Step | ok/s | statuses | p50 / p95 / p99 ms | load avg after | generator CPU | CPU ms per request |",
+              "|---|---|---|---|---|---|---|"]
     for name, s in ctx.steps.items():
         if isinstance(s, dict) and "ok_per_s" in s and "latency" in s:
+            cpu = s.get("cpu_ms_per_request")
+            split = f"{cpu['app']} / {cpu['postgres']} / {cpu['loadgen']}" if cpu else ""
             lines.append(f"| {name} | {s['ok_per_s']} | {s['status']} | {_lat(s['latency'])} | "
-                         f"{s['machine_after']['loadavg']} | {s['loadgen_cpu_share']} |")
+                         f"{s['machine_after']['loadavg']} | {s['loadgen_cpu_share']} | {split} |")
     waits = {name: s["pg_sessions"] for name, s in ctx.steps.items() if isinstance(s, dict) and s.get("pg_sessions")}
     if waits:
         lines += ["", "## PostgreSQL sessions during each step (mean number of sessions per state / wait)", ""]
