@@ -45,7 +45,7 @@ from typing import Any, Final
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from bench.stats import children_of
+from bench.stats import cpu_seconds
 
 ROOT: Final = Path(__file__).absolute().parent.parent
 VENV_BIN: Final = Path(sys.executable).parent
@@ -256,29 +256,6 @@ def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key
           f"{summary['latency'].get('p99_ms')} ms, status {summary['status']}, load {summary['machine_after']}",
           flush=True)
     return summary
-
-
-def cpu_seconds(server_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by the app under test (gunicorn's master and workers) and
-    by the local PostgreSQL server (all its processes; SQLite runs inside the app)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    app = {server_pid, *children_of(server_pid)}
-    used = {"app": 0.0, "postgres": 0.0}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # the process ended while we looked
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()  # utime and stime are fields 14 and 15 of the whole line
-        seconds = (int(fields[11]) + int(fields[12])) / tick
-        if int(entry.name) in app:
-            used["app"] += seconds
-        elif name.startswith("postgres"):
-            used["postgres"] += seconds
-    return used
 
 
 #: How often PostgreSQL's session states are sampled during a load step.

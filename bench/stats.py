@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,12 @@ def summarize(latencies_s: Iterable[float]) -> dict[str, Any]:
     return out
 
 
-def children_of(parent_pid: int) -> list[int]:
-    """Pids whose parent is ``parent_pid`` (gunicorn's workers), read from /proc."""
-    found = []
+def processes() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command name, the fields of /proc/<pid>/stat after the name) of every process.
+
+    The command name (field 2) may contain spaces and parentheses, so the line is split after its last
+    ')': in the returned fields, [1] is the parent pid, [11] and [12] the user and system CPU ticks.
+    """
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -46,11 +49,28 @@ def children_of(parent_pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue  # the process ended while we looked
-        # Field 4 is the parent pid; the command name (field 2) may contain spaces, so split after ')'.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent_pid:
-            found.append(int(entry.name))
-    return sorted(found)
+        head, _, rest = stat.rpartition(")")
+        yield int(entry.name), head.partition("(")[2], rest.split()
+
+
+def children_of(parent_pid: int) -> list[int]:
+    """Pids whose parent is ``parent_pid`` (gunicorn's workers), read from /proc."""
+    return sorted(pid for pid, _, fields in processes() if int(fields[1]) == parent_pid)
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the app under test (gunicorn's master and workers) and
+    by the local PostgreSQL server (all its processes; SQLite runs inside the app)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    app = {server_pid, *children_of(server_pid)}
+    used = {"app": 0.0, "postgres": 0.0}
+    for pid, name, fields in processes():
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if pid in app:
+            used["app"] += seconds
+        elif name.startswith("postgres"):
+            used["postgres"] += seconds
+    return used
 
 
 def memory_kib(pid: int) -> dict[str, int] | None:
