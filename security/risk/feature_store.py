@@ -255,6 +255,8 @@ def past_transactions(history: Sequence[Sequence[Any]]) -> list[PastTransaction]
             for amount, currency, at, outcome in history]
     past.sort(key=lambda p: p.occurred_at, reverse=True)
     return past
+
+
 #: Failed logins from ``ip`` received in (``since``, ``at``], newest first (brute force across accounts).
 IP_FAILURES: Final = (
     select(_E.received_at, _E.account_id)
