@@ -269,3 +269,15 @@ def test_velocity_and_amount_history_are_exact(flows, clock, db_session):
     assert Decimal(features["tx_sum_24h"]) == Decimal("21.25")
     assert features["amount_history_count"] == 3  # the EUR payments of the last year
     assert features["is_new_payee"] is False
+
+
+def test_event_and_assessment_ids_are_time_ordered(flows, db_session):
+    """UUIDv7 keys: each new event and assessment lands at the end of its indexes, not on a random page."""
+    flows.account()
+    answers = [flows.transaction(amount="10.00").get_json() for _ in range(3)]
+    assessment_ids = [uuid.UUID(a["assessment_id"]) for a in answers]
+    event_pks = [db_session.scalar(select(RiskEvent.id).where(RiskEvent.event_id == a["event_id"]))
+                 for a in answers]
+    for ids in (assessment_ids, event_pks):
+        assert [i.version for i in ids] == [7, 7, 7]
+        assert ids == sorted(ids)  # UUIDs compare by value: time first
