@@ -130,9 +130,7 @@ class StoredPassword:
 class PasswordCheck:
     """The result of verifying a password against a :class:`StoredPassword`."""
 
-    account_id: str
-    password_hash: str | None
-    at: datetime
+    stored: StoredPassword
     result: Verification
 
 
@@ -241,8 +239,7 @@ class RiskService:
     def verify_password(self, stored: StoredPassword, password: str) -> PasswordCheck:
         """argon2 against :meth:`stored_password`'s hash (no hash: the same work, and a failure). Uses no
         database."""
-        return PasswordCheck(stored.account_id, stored.password_hash, stored.at,
-                             self._accounts.check_password_hash(stored.password_hash, password))
+        return PasswordCheck(stored, self._accounts.check_password_hash(stored.password_hash, password))
 
     def check_login(self, body: LoginCheckIn, *, client_id: uuid.UUID | None,
                     checked: PasswordCheck | None = None) -> Outcome:
@@ -256,7 +253,7 @@ class RiskService:
         account still has; else (none given, or the password changed since) it is verified here. With it,
         the check began (and the IP throttle was checked) when :meth:`stored_password` ran.
         """
-        now = checked.at if checked is not None else self._clock.now()
+        now = checked.stored.at if checked is not None else self._clock.now()
         occurred = self._occurred(body.context.occurred_at, now)
         ctx = _context(body.context)
         if checked is None:
@@ -268,7 +265,8 @@ class RiskService:
                 self._accounts.verify_password(None, body.password)  # same work as a real check
             return self._blocked_login(account, ctx, occurred, now, client_id, payload=body)
         current = account.password_hash if account is not None else None
-        if checked is not None and checked.account_id == body.account_id and checked.password_hash == current:
+        if (checked is not None and checked.stored.account_id == body.account_id
+                and checked.stored.password_hash == current):
             password_ok = self._accounts.accept_verification(account, checked.result)
         else:
             password_ok = self._accounts.verify_password(account, body.password)
