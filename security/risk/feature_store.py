@@ -195,6 +195,7 @@ class TransactionInput:
 
 #: What a probe can ask besides the place features; see :func:`probe_statement`.
 PROBE_TRANSACTION: Final = "transaction"
+PROBE_STORED_ANSWER: Final = "stored_answer"
 
 
 # The probe's tables under short names, and its constants written into the SQL: the statement stays
@@ -290,7 +291,10 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
     the destination is deny-listed, the latest sensitive change (event and Foxguard's own MFA changes) and
     the transaction history (:func:`_history_column`). Every subquery is an index probe; parameters:
     ``account_id``, ``occurred_at``, ``at``, ``ip`` and, for transactions, ``address``, ``payee`` and
-    ``since`` (the history's start).
+    ``since`` (the history's start). With ``PROBE_STORED_ANSWER``: what an earlier event of this client
+    with this ``event_id`` stored (``stored_hash``, ``stored_kind``, ``stored_response``; all None when
+    there is none: the idempotency lookup of event ingestion, in the same round trip); parameters
+    ``client_id`` and ``event_id``.
     """
     account = _E.account_id == bindparam("account_id")
     when: BindParameter[datetime] = bindparam("occurred_at")
@@ -316,6 +320,10 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
             ).scalar_subquery().label("mfa_at"),
             _history_column(sqlite=sqlite),
         ]
+    if PROBE_STORED_ANSWER in parts:
+        earlier = (_E.client_id == bindparam("client_id"), _E.event_id == bindparam("event_id"))
+        columns += [select(column).where(*earlier).scalar_subquery().label(name) for column, name in (
+            (_E.request_hash, "stored_hash"), (_E.kind, "stored_kind"), (_E.response, "stored_response"))]
     return select(*columns)
 
 
@@ -421,15 +429,23 @@ class FeatureStore:
     # --- common -------------------------------------------------------------------------------
 
     def _probe(self, account_id: str, ctx: Context, occurred_at: datetime, at: datetime, *,
-               tx: TransactionInput | None = None) -> Row[Any]:
-        parts = (PROBE_TRANSACTION,) if tx else ()
+               tx: TransactionInput | None = None, stored: tuple[Any, str] | None = None) -> Row[Any]:
+        parts = ((PROBE_TRANSACTION,) if tx else ()) + ((PROBE_STORED_ANSWER,) if stored else ())
         statement = probe_statement(*parts, sqlite=is_sqlite(self._session))
         params: dict[str, Any] = {"account_id": account_id, "occurred_at": occurred_at, "at": at,
                                   "ip": _listed_value(ctx.ip)}
         if tx:
             params.update(payee=tx.destination_address, address=_listed_value(tx.destination_address),
                           since=occurred_at - DAY * 365)
+        if stored:
+            params.update(client_id=stored[0], event_id=stored[1])
         return self._session.execute(statement, params).one()
+
+    def transaction_probe(self, *, account_id: str, tx: TransactionInput, ctx: Context, occurred_at: datetime,
+                          received_at: datetime, client_id: Any, event_id: str) -> Row[Any]:
+        """The facts :meth:`transaction_features` needs, and what an earlier event with this client's
+        ``event_id`` stored (``stored_hash``, ``stored_kind``, ``stored_response``), in one round trip."""
+        return self._probe(account_id, ctx, occurred_at, received_at, tx=tx, stored=(client_id, event_id))
 
     def _counts(self, account_id: str, keys: Iterable[tuple[str, str]]) -> CountMap:
         """Read the counters of ``keys`` ((level, value) pairs), summed in the database.
@@ -629,11 +645,13 @@ class FeatureStore:
         return values
 
     def transaction_features(self, *, account: Account, tx: TransactionInput, ctx: Context,
-                             occurred_at: datetime, received_at: datetime) -> Features:
-        """Features for an outgoing transaction."""
+                             occurred_at: datetime, received_at: datetime,
+                             probe: Row[Any] | None = None) -> Features:
+        """Features for an outgoing transaction (``probe``: read already by :meth:`transaction_probe`)."""
         values: dict[str, FeatureValue] = {}
         explanations: dict[str, str] = {}
-        probe = self._probe(account.id, ctx, occurred_at, received_at, tx=tx)
+        if probe is None:
+            probe = self._probe(account.id, ctx, occurred_at, received_at, tx=tx)
         rows = past_transactions(probe.history)
         same_currency = [r for r in rows if r.currency == tx.currency and r.amount is not None]
         executed = [_decimal(r.amount) for r in same_currency if r.outcome not in NOT_EXECUTED]

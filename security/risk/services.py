@@ -30,6 +30,7 @@ from uuid6 import uuid7
 from security.accounts.models import Account
 from security.accounts.services import AccountService
 from security.audit.services import AuditLog
+from security.clients.services import CLIENT_ACTIVE, REVOKED_MESSAGE, ClientRevoked
 from security.clock import Clock, utc
 from security.credentials.passwords import Verification
 from security.db import is_sqlite, table_of
@@ -71,6 +72,10 @@ RULE_RESULT_INSERT: Final = insert(table_of(RuleResultRow))
 PASSWORD_HASH: Final = select(Account.password_hash).where(Account.id == bindparam("id"))
 #: The account, row-locked until the transaction ends.
 ACCOUNT_FOR_UPDATE: Final = select(Account).where(Account.id == bindparam("id")).with_for_update()
+#: The same, and whether the request's API client is still active (the check its key owes when it was
+#: recognised from the key cache; ``security.clients.auth``): one round trip for both.
+ACCOUNT_FOR_UPDATE_AND_CLIENT: Final = (
+    select(Account, CLIENT_ACTIVE).where(Account.id == bindparam("id")).with_for_update(of=Account))
 #: What an earlier event with this client's ``event_id`` stored (the idempotent replay).
 STORED_ANSWER: Final = select(RiskEvent.request_hash, RiskEvent.response, RiskEvent.kind).where(
     RiskEvent.client_id == bindparam("client_id"), RiskEvent.event_id == bindparam("event_id"))
@@ -211,8 +216,14 @@ class RiskService:
         locks: LockService,
         accounts: AccountService,
         second_factor: SecondFactorVerifier,
+        owed_client: uuid.UUID | None = None,
     ) -> None:
+        """``owed_client``: an API client whose revocation this request has not checked yet; the account's
+        row lock checks it in the same statement (then :attr:`client_checked` is true; a revoked client
+        raises :class:`ClientRevoked`). Without an account row nothing is checked: the caller does it."""
         self._session = session
+        self._owed_client = owed_client
+        self.client_checked = False
         self._clock = clock
         self._audit = audit
         self._outbox = outbox
@@ -299,8 +310,19 @@ class RiskService:
     def _lock_account_row(self, account_id: str) -> Account | None:
         # Row lock: logins of one account are serialised, so counters and locks stay consistent
         # under concurrency (SQLite serialises writers with BEGIN IMMEDIATE anyway).
-        return self._session.execute(ACCOUNT_FOR_UPDATE, {"id": account_id},
-                                     execution_options={"populate_existing": True}).scalar_one_or_none()
+        if self._owed_client is None:
+            return self._session.execute(ACCOUNT_FOR_UPDATE, {"id": account_id},
+                                         execution_options={"populate_existing": True}).scalar_one_or_none()
+        row = self._session.execute(ACCOUNT_FOR_UPDATE_AND_CLIENT,
+                                    {"id": account_id, "auth_client_id": self._owed_client},
+                                    execution_options={"populate_existing": True}).one_or_none()
+        if row is None:
+            return None
+        account, active = row
+        if not active:
+            raise ClientRevoked(REVOKED_MESSAGE)
+        self._owed_client, self.client_checked = None, True
+        return account
 
     def _counter(self, account_id: str) -> tuple[LoginFailureCounter | None, FailureState]:
         """The account's failure counter row (locked; None until the first failure) and its state."""
@@ -438,24 +460,38 @@ class RiskService:
         # finds the first's row and replays its answer. A different body under a used event_id is a 409
         # either way (here, or from the unique key when its account differs).
         account = self._lock_account_row(body.account_id)
-        existing = self._session.execute(STORED_ANSWER, {"client_id": client_id, "event_id": body.event_id}).first()
-        if existing is not None:
-            if existing.request_hash != hash_ or existing.kind != kind or existing.response is None:
-                raise IdempotencyConflict(
-                    f"event_id {body.event_id!r} was already used with a different body.",
-                    event_id=body.event_id)
-            return dict(existing.response), True
+        now = self._clock.now()
+        # A transaction's feature probe also reads what an earlier event with this event_id stored (one
+        # round trip less than a lookup of its own; the lock above is taken first all the same). Every
+        # other event, and a transaction that will not get that far, looks it up here.
+        if account is None or self._in_future(body.occurred_at, now) or not isinstance(body, TransactionEventIn):
+            existing = self._session.execute(STORED_ANSWER, {"client_id": client_id,
+                                                             "event_id": body.event_id}).first()
+            if existing is not None:
+                return self._replay(kind, body.event_id, hash_, existing.request_hash, existing.kind,
+                                    existing.response), True
         if account is None:
             raise AccountNotFound(f"No account {body.account_id!r}.")
-        now = self._clock.now()
         occurred = self._occurred(body.occurred_at, now)
         if isinstance(body, LoginEventIn):
             outcome = self._login_event(account, body, occurred, now, client_id, hash_)
         elif isinstance(body, TransactionEventIn):
-            outcome = self._transaction(account, body, occurred, now, client_id, hash_)
+            done = self._transaction(account, body, occurred, now, client_id, hash_)
+            if not isinstance(done, Outcome):
+                return done, True
+            outcome = done
         else:
             outcome = self._change(account, body, occurred, now, client_id, hash_)
         return {"event_id": body.event_id, **outcome.as_answer()}, False
+
+    @staticmethod
+    def _replay(kind: EventKind, event_id: str, hash_: str, stored_hash: str | None, stored_kind: str | None,
+                response: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The stored answer of an earlier event with this ``event_id``; 409 when its body differed."""
+        if stored_hash != hash_ or stored_kind != kind or response is None:
+            raise IdempotencyConflict(f"event_id {event_id!r} was already used with a different body.",
+                                      event_id=event_id)
+        return dict(response)
 
     def _login_event(self, account: Account, body: LoginEventIn, occurred: datetime, now: datetime,
                      client_id: uuid.UUID | None, hash_: str) -> Outcome:
@@ -469,16 +505,25 @@ class RiskService:
                            event_id=body.event_id, hash_=hash_)
 
     def _transaction(self, account: Account, body: TransactionEventIn, occurred: datetime, now: datetime,
-                     client_id: uuid.UUID | None, hash_: str) -> Outcome:
-        self._expire_locks(account)
+                     client_id: uuid.UUID | None, hash_: str) -> Outcome | dict[str, Any]:
+        """Score and store a transaction; or, when an earlier event used its ``event_id``, return that
+        event's stored answer (nothing written) or raise :class:`IdempotencyConflict`."""
         ctx = _context(body.context)
         tx = TransactionInput(
             amount=Decimal(body.amount), currency=body.currency, destination_address=body.destination.address,
             destination_country=body.destination.country,
             balance_before=Decimal(body.balance_before) if body.balance_before is not None else None,
         )
+        # The probe reads events, the deny list and MFA audit entries, none of which expiring locks
+        # changes: it runs first, so a replay is found before anything is written.
+        probe = self._store.transaction_probe(account_id=account.id, tx=tx, ctx=ctx, occurred_at=occurred,
+                                              received_at=now, client_id=client_id, event_id=body.event_id)
+        if probe.stored_hash is not None or probe.stored_kind is not None:
+            return self._replay(EventKind.TRANSACTION, body.event_id, hash_, probe.stored_hash, probe.stored_kind,
+                                probe.stored_response)
+        self._expire_locks(account)
         features = self._store.transaction_features(account=account, tx=tx, ctx=ctx, occurred_at=occurred,
-                                                    received_at=now)
+                                                    received_at=now, probe=probe)
         assessment = evaluate(self._ruleset, EventKind.TRANSACTION, features)
         outcome = self._event_outcome(account, assessment, hold_when_restricted=True)
         if outcome.decision is Decision.BLOCK:
@@ -591,11 +636,16 @@ class RiskService:
 
     # --- storage ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _in_future(occurred: datetime | None, now: datetime) -> bool:
+        """Whether ``occurred`` lies beyond the clock-skew allowance (:meth:`_occurred` refuses it)."""
+        return occurred is not None and utc(occurred) > now + MAX_FUTURE_SKEW
+
     def _occurred(self, occurred: datetime | None, now: datetime) -> datetime:
         if occurred is None:
             return now
         occurred = utc(occurred)
-        if occurred > now + MAX_FUTURE_SKEW:
+        if self._in_future(occurred, now):
             raise EventInFuture("occurred_at is more than 5 minutes in the future.",
                                 errors=[{"field": "occurred_at", "message": "in the future"}])
         return occurred

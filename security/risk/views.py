@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from security.accounts.views import account_service
-from security.clients.auth import ClientScope, current_client
+from security.clients.auth import ClientScope, client_confirmed, current_client, owed_client_id
 from security.credentials.interfaces import PASSWORD_RESET_HOOKS, TOTP_ENABLED_HOOKS
 from security.errors import Conflict, FoxguardError, InvalidInput
 from security.locks.services import LockService
@@ -86,32 +86,44 @@ def complete_enroll_totp_action(session: Session, *, account_id: str, at: dateti
     lock_service(deps()).complete_action(account_id, RequiredAction.ENROLL_TOTP, actor=actor)
 
 
-def risk_service(d: Deps) -> RiskService:
+def risk_service(d: Deps, *, check_client: bool = False) -> RiskService:
+    """``check_client``: the service checks the request's owed client check in the account's row lock
+    (see ``security.clients.auth``); report it with :func:`_report_client_check`."""
     return RiskService(
         d.session, clock=d.clock, audit=d.audit, outbox=d.outbox, ruleset=current_ruleset(),
         locks=lock_service(d), accounts=account_service(d), second_factor=login_second_factor(d),
+        owed_client=owed_client_id() if check_client else None,
     )
+
+
+def _report_client_check(service: RiskService) -> None:
+    if service.client_checked:
+        client_confirmed(active=True)
 
 
 @operation(
     bp, "/v1/logins", method="POST", body=LoginCheckIn, response=DecisionOut,
-    auth=ClientScope(Scope.LOGINS_CHECK), summary="Check a login: verify credentials and score the attempt",
+    auth=ClientScope(Scope.LOGINS_CHECK, confirm_in_transaction=True),
+    summary="Check a login: verify credentials and score the attempt",
     errors={429: "Too many failed logins from this IP address (Retry-After)"}, tags=["risk"],
 )
 def check_login(body: LoginCheckIn) -> DecisionOut:
     """`decision` is allow | mfa_required | deny. Failed attempts feed brute-force protection. A locked
     account is denied without revealing whether the password was right."""
-    service = risk_service(deps())
+    service = risk_service(deps(), check_client=True)
     # The reads first, then the password work outside the transaction (see end_read_phase), then the rest.
     stored = service.stored_password(body)
     end_read_phase()
     checked = service.verify_password(stored, body.password)
     outcome = service.check_login(body, client_id=current_client().id, checked=checked)
+    _report_client_check(service)
     return DecisionOut.model_validate(outcome.as_answer())
 
 
 def _ingest(kind: EventKind, body: LoginEventIn | TransactionEventIn | AccountChangeEventIn) -> EventDecisionOut:
-    answer, _ = risk_service(deps()).ingest(kind, body, client_id=current_client().id)
+    service = risk_service(deps(), check_client=True)
+    answer, _ = service.ingest(kind, body, client_id=current_client().id)
+    _report_client_check(service)
     return EventDecisionOut.model_validate(answer)
 
 
@@ -119,7 +131,8 @@ IDEMPOTENCY_ERRORS: Final = {404: "Unknown account", 409: "event_id reused with 
 
 
 @operation(bp, "/v1/events/login", method="POST", body=LoginEventIn, response=EventDecisionOut,
-           auth=ClientScope(Scope.EVENTS_WRITE), summary="Record a login the backend authenticated itself",
+           auth=ClientScope(Scope.EVENTS_WRITE, confirm_in_transaction=True),
+           summary="Record a login the backend authenticated itself",
            errors=IDEMPOTENCY_ERRORS, tags=["risk"])
 def login_event(body: LoginEventIn) -> EventDecisionOut:
     """Scored like the login check; failures feed brute-force protection. Idempotent per `event_id`."""
@@ -127,7 +140,8 @@ def login_event(body: LoginEventIn) -> EventDecisionOut:
 
 
 @operation(bp, "/v1/events/transaction", method="POST", body=TransactionEventIn, response=EventDecisionOut,
-           auth=ClientScope(Scope.EVENTS_WRITE), summary="Assess an outgoing transaction",
+           auth=ClientScope(Scope.EVENTS_WRITE, confirm_in_transaction=True),
+           summary="Assess an outgoing transaction",
            errors=IDEMPOTENCY_ERRORS, tags=["risk"])
 def transaction_event(body: TransactionEventIn) -> EventDecisionOut:
     """`decision` is allow | review | block. Amounts are decimal strings. Idempotent per `event_id`."""
@@ -135,7 +149,8 @@ def transaction_event(body: TransactionEventIn) -> EventDecisionOut:
 
 
 @operation(bp, "/v1/events/account-change", method="POST", body=AccountChangeEventIn,
-           response=EventDecisionOut, auth=ClientScope(Scope.EVENTS_WRITE),
+           response=EventDecisionOut,
+           auth=ClientScope(Scope.EVENTS_WRITE, confirm_in_transaction=True),
            summary="Assess an account change (e-mail, phone, password, MFA, device)",
            errors=IDEMPOTENCY_ERRORS, tags=["risk"])
 def account_change_event(body: AccountChangeEventIn) -> EventDecisionOut:

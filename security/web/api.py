@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, ValidationError
 
-from security.errors import BadRequest, InvalidInput, PayloadTooLarge
+from security.errors import BadRequest, FoxguardError, InvalidInput, PayloadTooLarge
 
 JSON_MEDIA_TYPES = ("application/json",)
 
@@ -132,6 +132,18 @@ def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
         raise validation_problem(exc, where) from None
 
 
+#: ``g`` attribute: a check the authenticator left for the end of the operation (``security.clients.auth``:
+#: whether a key recognised from the cache is revoked, when the use case did not check it in its own
+#: transaction). It runs before any answer, success or client error, is rendered.
+OWED_AUTH_CHECK = "owed_auth_check"
+
+
+def _settle_authentication() -> None:
+    check: Callable[[], None] | None = g.get(OWED_AUTH_CHECK)
+    if check is not None:
+        check()
+
+
 def render(result: Any, status: int) -> Response:
     if isinstance(result, Response):
         return result
@@ -166,6 +178,13 @@ def operation(
         def view(**path: Any) -> Response:
             if auth is not None:
                 g.actor = auth.authenticate()
+            try:
+                return handle(path)
+            except FoxguardError:
+                _settle_authentication()
+                raise
+
+        def handle(path: dict[str, Any]) -> Response:
             kwargs: dict[str, Any] = dict(path)
             bad_path = [name for name, value in path.items() if isinstance(value, str) and NUL in value]
             if bad_path:
@@ -181,7 +200,9 @@ def operation(
                 kwargs["body"] = validate(body, parse_json_body(), "body")
             if query is not None:
                 kwargs["query"] = validate(query, request.args.to_dict(), "query")
-            return render(fn(**kwargs), status)
+            result = fn(**kwargs)
+            _settle_authentication()
+            return render(result, status)
 
         bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=[method])
         REGISTRY.append(

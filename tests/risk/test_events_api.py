@@ -281,3 +281,17 @@ def test_event_and_assessment_ids_are_time_ordered(flows, db_session):
     for ids in (assessment_ids, event_pks):
         assert [i.version for i in ids] == [7, 7, 7]
         assert ids == sorted(ids)  # UUIDs compare by value: time first
+
+
+def test_transaction_reusing_another_kinds_event_id_is_409_and_writes_nothing(flows, api, clock, db_session):
+    from tests.risk.conftest import BERLIN
+
+    flows.account()
+    login = api.post("/v1/events/login", json={"event_id": "e-1", "account_id": "acc-1", "outcome": "success",
+                                               "occurred_at": clock.now().isoformat(), "context": dict(BERLIN)})
+    assert login.status_code == 200
+    stored = db_session.scalar(select(func.count()).select_from(RiskEvent))
+    response = flows.transaction(event_id="e-1")
+    assert response.status_code == 409
+    assert response.get_json()["code"] == "idempotency_conflict"
+    assert db_session.scalar(select(func.count()).select_from(RiskEvent)) == stored
