@@ -71,7 +71,8 @@ def create_app(
         entropy=entropy or SystemEntropy(),
         secret_box=SecretBox(settings.secrets.encryption_keys),
         password_hasher=PasswordHasher(
-            time_cost=pw.time_cost, memory_cost_kib=pw.memory_cost_kib, parallelism=pw.parallelism
+            time_cost=pw.time_cost, memory_cost_kib=pw.memory_cost_kib, parallelism=pw.parallelism,
+            max_concurrent=pw.max_concurrent_hashes,
         ),
         password_policy=PasswordPolicy(
             min_length=pw.min_length, max_length=pw.max_length, min_strength=pw.min_strength

@@ -89,6 +89,9 @@ class PasswordSettings(Section):
     time_cost: int = Field(default=2, ge=1)
     memory_cost_kib: int = Field(default=19_456, ge=8)
     parallelism: int = Field(default=1, ge=1)
+    # Hashes at once per process (0: no limit). One per process suits gunicorn with one worker per core;
+    # more hashes than cores only thrash the CPU caches (security/credentials/passwords.py).
+    max_concurrent_hashes: int = Field(default=1, ge=0)
     min_length: int = Field(default=8, ge=8)
     max_length: int = Field(default=128, le=1024)
     # zxcvbn score (0-4) a password must reach.

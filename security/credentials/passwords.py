@@ -8,8 +8,10 @@ older parameters is transparently upgraded on the next successful verification.
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -95,18 +97,26 @@ class Verification:
 
 
 class PasswordHasher:
-    """argon2id hashing with transparent rehash on parameter change."""
+    """argon2id hashing with transparent rehash on parameter change.
 
-    def __init__(self, *, time_cost: int, memory_cost_kib: int, parallelism: int) -> None:
+    ``max_concurrent``: at most this many hashes run at once in this process (0: no limit). argon2 is
+    memory-hard (19 MiB per hash at OWASP strength): more hashes at once than the process has cores only
+    take turns on them, each evicting the others' memory from the CPU caches, so every hash costs more
+    CPU (measured in ``bench/README.md``). Waiting threads use no CPU; other requests' work goes on.
+    """
+
+    def __init__(self, *, time_cost: int, memory_cost_kib: int, parallelism: int, max_concurrent: int = 0) -> None:
         self._hasher = Argon2Hasher(
             time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism, type=Type.ID
         )
+        self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent > 0 else None
         # A hash to verify against when the account has none, so unknown and known accounts cost the same.
         self._dummy = self._hasher.hash("foxguard-timing-equaliser")
 
     def hash(self, password: str) -> str:
         """Hash a (policy-checked) password."""
-        return self._hasher.hash(normalize_password(password))
+        with self._slot():
+            return self._hasher.hash(normalize_password(password))
 
     def verify(self, stored_hash: str | None, password: str) -> Verification:
         """Check ``password``; with no stored hash, spend the same time and fail."""
@@ -117,16 +127,21 @@ class PasswordHasher:
         if not self._verify_quietly(stored_hash, candidate):
             return Verification(ok=False)
         if self._hasher.check_needs_rehash(stored_hash):
-            return Verification(ok=True, new_hash=self._hasher.hash(candidate))
+            with self._slot():
+                return Verification(ok=True, new_hash=self._hasher.hash(candidate))
         return Verification(ok=True)
 
     def burn(self, password: str) -> None:
         """Spend one verification's worth of time (equalise timing where the answer is already known)."""
         self._verify_quietly(self._dummy, normalize_password(password))
 
+    def _slot(self) -> AbstractContextManager[object]:
+        return self._slots if self._slots is not None else nullcontext()
+
     def _verify_quietly(self, stored_hash: str, password: str) -> bool:
         try:
-            return self._hasher.verify(stored_hash, password)
+            with self._slot():
+                return self._hasher.verify(stored_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
 from argon2 import extract_parameters
 
 from security.accounts.services import AccountService, Profile
@@ -58,3 +62,45 @@ def test_unicode_passwords_are_normalised():
     decomposed = "cafe\u0301-harbour-engine"
     assert hasher.verify(hasher.hash(composed), decomposed).ok is True
     assert PasswordPolicy().violations(decomposed) == []
+
+
+class _CountingArgon2:
+    """Stands in for argon2's hasher and records how many verifications ran at once."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def verify(self, stored: str, password: str) -> bool:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.05)  # long enough for every thread to arrive while one is inside
+        with self._lock:
+            self.running -= 1
+        return self._real.verify(stored, password)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+@pytest.mark.parametrize(("limit", "expected_most"), [(1, 1), (2, 2), (0, None)])
+def test_hashes_at_once_are_capped_per_process(limit, expected_most):
+    hasher = PasswordHasher(time_cost=1, memory_cost_kib=64, parallelism=1, max_concurrent=limit)
+    stored = hasher.hash("violet-harbour-engine-42")
+    counting = _CountingArgon2(hasher._hasher)
+    hasher._hasher = counting  # type: ignore[assignment]
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(hasher.verify(stored, "violet-harbour-engine-42").ok))
+               for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [True] * 6
+    if expected_most is None:  # no limit: the threads overlapped (so the capped cases measure the cap)
+        assert counting.most > 2
+    else:
+        assert counting.most == expected_most
