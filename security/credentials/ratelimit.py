@@ -1,9 +1,10 @@
-"""Keyed rate limits for the public credential endpoints, on Flask-Limiter's storage.
+"""Keyed rate limits for the public credential endpoints, on the ``limits`` library.
 
-Flask-Limiter supplies the storage (Redis when ``FOXGUARD_REDIS_URL`` is set, so every worker and host
+``limits`` supplies the storage (Redis when ``FOXGUARD_REDIS_URL`` is set, so every worker and host
 shares the counters; process memory otherwise) and the moving-window strategy. The keys are ours: the
 client IP, and a digest of the submitted identifier (never the e-mail or phone itself), which a
-route decorator could not see before the body is validated. A breach raises
+route decorator could not see before the body is validated. (Flask-Limiter, which wraps the same
+library, was used for that alone; its per-request hooks ran on every request and checked nothing.) A breach raises
 :class:`~security.errors.TooManyRequests`, so the 429 comes out of the one error mapping with its
 ``Retry-After``.
 """
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import math
 
-from flask import Flask
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from flask import request
 from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter, RateLimiter
 from redis.exceptions import RedisError
 
 from security.clock import SystemClock
@@ -23,7 +24,8 @@ from security.crypto import sha256_hex
 from security.errors import TooManyRequests, Unavailable
 
 MEMORY_STORAGE = "memory://"
-STRATEGY = "moving-window"
+#: The address of a request without one (a test client, a UNIX socket).
+UNKNOWN_ADDRESS = "127.0.0.1"
 KEY_DIGEST_DOMAIN = "foxguard:rate-key:v1:"
 RETRY_WHEN_STORAGE_DOWN_S = 30
 
@@ -45,9 +47,9 @@ class RateLimiterUnavailable(Unavailable):
 class KeyedRateLimits:
     """Check-and-count hits per (scope, key) against a rate like ``"5 per hour"``."""
 
-    def __init__(self, limiter: Limiter, *, key_prefix: str) -> None:
+    def __init__(self, limiter: RateLimiter, *, key_prefix: str) -> None:
         self._limiter = limiter
-        # Direct strategy calls bypass Flask-Limiter's own prefixing, so the namespace is added here.
+        # Every key starts with this namespace (several apps or environments can share one Redis).
         self._prefix = key_prefix
         # Window arithmetic happens in the storage's own time (Redis TTLs), i.e. the wall clock.
         self._wall_clock = SystemClock()
@@ -55,7 +57,7 @@ class KeyedRateLimits:
     def hit(self, rate: str, *, scope: str, key: str) -> None:
         """Count one hit; raise :class:`RateLimitExceeded` (with ``retry_after``) when over the limit."""
         item = parse(rate)
-        strategy = self._limiter.limiter
+        strategy = self._limiter
         try:
             if strategy.hit(item, self._prefix, scope, key):
                 return
@@ -70,7 +72,7 @@ class KeyedRateLimits:
 
 def client_ip() -> str:
     """The caller's address (``ProxyFix`` has already applied the trusted-proxy setting)."""
-    return get_remote_address()
+    return request.remote_addr or UNKNOWN_ADDRESS
 
 
 def identifier_key(identifier: str) -> str:
@@ -78,14 +80,7 @@ def identifier_key(identifier: str) -> str:
     return sha256_hex(KEY_DIGEST_DOMAIN + identifier.strip().lower())
 
 
-def make_limiter(app: Flask, *, redis_url: str | None, key_prefix: str) -> KeyedRateLimits:
-    """Attach a Flask-Limiter (no default limits) to ``app`` and wrap it for keyed checks."""
-    limiter = Limiter(
-        get_remote_address,
-        app=app,
-        storage_uri=redis_url or MEMORY_STORAGE,
-        strategy=STRATEGY,
-        key_prefix=key_prefix,
-        headers_enabled=False,
-    )
-    return KeyedRateLimits(limiter, key_prefix=key_prefix)
+def make_limiter(*, redis_url: str | None, key_prefix: str) -> KeyedRateLimits:
+    """Keyed moving-window limits on Redis (``redis_url``) or, without it, this process's memory."""
+    storage = storage_from_string(redis_url or MEMORY_STORAGE)
+    return KeyedRateLimits(MovingWindowRateLimiter(storage), key_prefix=key_prefix)

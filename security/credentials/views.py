@@ -189,7 +189,7 @@ def init_app(app: Flask) -> None:
     rt = runtime(app)
     cfg = credential_settings(rt.settings)  # invalid configuration fails at start, not on first use
     rt.extras[SETTINGS_KEY] = cfg
-    rt.extras[LIMITS_KEY] = make_limiter(app, redis_url=rt.settings.redis.url, key_prefix=cfg.rate_limit_key_prefix)
+    rt.extras[LIMITS_KEY] = make_limiter(redis_url=rt.settings.redis.url, key_prefix=cfg.rate_limit_key_prefix)
     rt.extras.setdefault(PASSWORD_RESET_HOOKS, [])
     rt.extras.setdefault(TOTP_ENABLED_HOOKS, [])
     app.register_blueprint(bp)

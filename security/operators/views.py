@@ -46,7 +46,7 @@ SIGN_IN_IP_SCOPE = "operator-sign-in:ip"
 def limit_sign_in_attempts() -> None:
     """Count this sign-in attempt against its IP; 429 with ``Retry-After`` when over ``sign_ins_per_ip``.
 
-    Flask-Limiter's storage (Redis when configured, shared by every worker) through the credentials
+    Counted in the ``limits`` storage (Redis when configured, shared by every worker) through the credentials
     slice's keyed limiter, like the other public credential endpoints. Checked before any password work.
     """
     limits: KeyedRateLimits = runtime().extras[LIMITS_KEY]
