@@ -5,9 +5,10 @@
     .venv/bin/python -m bench.profile --url ... --op tx --requests 300 --cprofile 25
 
 For every operation of the mix it sends ``--requests`` requests through Flask's test client (no HTTP, no
-gunicorn: the application's own cost), and reports wall and CPU milliseconds per request, the SQL
-statements per request and the time spent inside the database driver. ``--cprofile N`` adds the N most
-expensive functions (cumulative). A load run tells the throughput; this tells what to change.
+gunicorn: the application's own cost), and reports wall and CPU milliseconds per request, the CPU the
+local PostgreSQL server used per request (all its processes), the SQL statements per request and the time
+spent inside the database driver. ``--cprofile N`` adds the N most expensive functions (cumulative). A
+load run tells the throughput; this tells what to change.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import time
 from typing import Any
@@ -22,7 +24,18 @@ from typing import Any
 from sqlalchemy import event
 
 from bench.run import Plan, make_bench_engine, prepare, service_env, settings_env
+from bench.stats import processes
 from bench.workload import PATHS, Workload
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by every PostgreSQL process on this machine (0 with none: SQLite).
+
+    Run nothing else against the server meanwhile: background work (checkpoints, autovacuum) counts too.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum((int(fields[11]) + int(fields[12])) / tick for _, name, fields in processes()
+               if name.startswith("postgres"))
 
 
 def measure(app: Any, key: str, op: str, requests: int, seed: int, accounts: int,
@@ -51,6 +64,7 @@ def measure(app: Any, key: str, op: str, requests: int, seed: int, accounts: int
         request = work.next(utc_now())
         client.post(request.path, json=request.body, headers=headers)
     stats["statements"], stats["db_s"] = 0, 0.0
+    server_cpu = postgres_cpu_seconds()
     wall, cpu = time.perf_counter(), time.process_time()
     if profile:
         profile.enable()
@@ -61,10 +75,12 @@ def measure(app: Any, key: str, op: str, requests: int, seed: int, accounts: int
     if profile:
         profile.disable()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    server_cpu = postgres_cpu_seconds() - server_cpu
     event.remove(engine, "before_cursor_execute", before)
     event.remove(engine, "after_cursor_execute", after)
     return {"op": op, "requests": requests, "status": statuses,
             "wall_ms": round(wall * 1000 / requests, 2), "cpu_ms": round(cpu * 1000 / requests, 2),
+            "postgres_cpu_ms": round(server_cpu * 1000 / requests, 2),
             "statements": round(stats["statements"] / requests, 1),
             "db_ms": round(stats["db_s"] * 1000 / requests, 2)}
 
