@@ -96,3 +96,46 @@ def test_covering_indexes_and_storage_options_match_the_models(scratch_engine):
     assert "fillfactor=50" in options
     # Partial: only the global shards' rows, with the predicate the counter read repeats word for word.
     assert shard_predicate == "(\"left\"((scope)::text, 1) = '*'::text)"
+
+
+def test_rule_results_move_into_their_assessment_and_back(scratch_engine):
+    """0010 packs the rule rows into ``risk_assessments.rules`` in rule order; its downgrade unpacks them."""
+    import json
+    import uuid
+
+    upgrade(scratch_engine, "0009")
+    event, assessment, empty = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    sqlite = scratch_engine.dialect.name == "sqlite"
+    ids = {k: (v.hex if sqlite else v) for k, v in {"event": event, "a": assessment, "b": empty}.items()}
+    at = "2026-03-02 09:00:00" if sqlite else "2026-03-02 09:00:00+00"
+    rules = [("tx.new_payee", "hit", "active", 10, "new payee"), ("tx.velocity", "no_hit", "active", 0, ""),
+             ("shadow.x", "shadow", "shadow", 5, "would hit")]
+    with scratch_engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO risk_events (id, kind, account_id, occurred_at, received_at, payload) "
+            "VALUES (:id, 'transaction', 'acc-1', :at, :at, '{}')"), {"id": ids["event"], "at": at})
+        for key in ("a", "b"):
+            conn.execute(text(
+                "INSERT INTO risk_assessments (id, event_pk, account_id, kind, score, band, decision, "
+                "final_decision, ruleset_version, features, occurred_at, created_at) VALUES "
+                "(:id, :event, 'acc-1', 'transaction', 10, 'low', 'allow', 'allow', 'v1', '{}', :at, :at)"),
+                {"id": ids[key], "event": ids["event"], "at": at})
+        for rule in reversed(rules):  # inserted in reverse: the ids, not the names, give the order
+            conn.execute(text(
+                "INSERT INTO risk_rule_results (assessment_id, rule_id, outcome, mode, points, detail) "
+                "VALUES (:a, :r, :o, :m, :p, :d)"),
+                dict(zip(("a", "r", "o", "m", "p", "d"), (ids["a"], *rule), strict=True)))
+    upgrade(scratch_engine, "0010")
+    with scratch_engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT id, rules FROM risk_assessments")).all())
+    packed = {str(k).replace("-", ""): (json.loads(v) if isinstance(v, str) else v) for k, v in stored.items()}
+    expected = [dict(zip(("rule_id", "outcome", "mode", "points", "detail"), rule, strict=True))
+                for rule in reversed(rules)]
+    assert packed[assessment.hex] == expected
+    assert packed[empty.hex] == []
+    downgrade(scratch_engine, "0009")
+    with scratch_engine.connect() as conn:
+        rows = conn.execute(text("SELECT assessment_id, rule_id, outcome, mode, points, detail FROM risk_rule_results "
+                                 "ORDER BY id")).all()
+    assert [tuple(row[1:]) for row in rows] == list(reversed(rules))
+    assert {str(row[0]).replace("-", "") for row in rows} == {assessment.hex}

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session
 
 from security.appeals.models import AppealReview
 from security.console.charts import Chart, age_histogram, per_day, top_counts, window_start
+from security.db import is_sqlite
 from security.locks.models import Lock
 from security.locks.states import LockStatus
-from security.risk.models import Assessment, RuleResultRow
+from security.risk.models import Assessment
 
 DAYS = 14
 TOP_RULES = 10
@@ -57,11 +59,19 @@ def queue_age(session: Session, now: datetime) -> Chart:
 
 
 def rule_hits(session: Session, now: datetime) -> Chart:
+    # Every assessment's rule records, one row each (JSON array elements; each backend has its function).
+    rule: ColumnElement[Any]
+    outcome: ColumnElement[Any]
+    if is_sqlite(session):
+        item = func.json_each(Assessment.rules).table_valued("value").alias("r")
+        rule, outcome = (func.json_extract(item.c.value, f"$.{key}") for key in ("rule_id", "outcome"))
+    else:
+        item = func.jsonb_array_elements(Assessment.rules).table_valued("value").alias("r")
+        rule, outcome = (item.c.value.op("->>")(key) for key in ("rule_id", "outcome"))
     rows = session.execute(
-        select(RuleResultRow.rule_id, func.count())
-        .join(Assessment, Assessment.id == RuleResultRow.assessment_id)
-        .where(Assessment.created_at >= _since(now), RuleResultRow.outcome == "hit")
-        .group_by(RuleResultRow.rule_id)
+        select(rule, func.count()).select_from(Assessment).join(item, true())
+        .where(Assessment.created_at >= _since(now), outcome == "hit")
+        .group_by(rule)
     )
     counts = [(str(rule), int(count)) for rule, count in rows]
     return Chart(key="rule-hits", title=f"Rule hits (last {DAYS} days, top {TOP_RULES})",

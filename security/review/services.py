@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, func, or_, select
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, aliased
 
 from security.accounts.models import Account
 from security.appeals.interfaces import AppealNotFound
@@ -467,7 +467,6 @@ class ReviewService:
         }
         assessments = list(self._session.scalars(
             select(Assessment).where(Assessment.account_id == account_id)
-            .options(selectinload(Assessment.results))
             .order_by(Assessment.created_at.desc()).limit(limit)
         ))
         events = list(self._session.scalars(

@@ -1,8 +1,10 @@
-"""Stored events, assessments (one row per rule result), familiarity counters, deny lists, alerts."""
+"""Stored events, assessments (with one record per rule result), familiarity counters, deny lists, alerts."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
@@ -10,7 +12,7 @@ from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Te
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from security.db import Base
-from security.types import JSONDict, JSONType, Timestamp, UUIDPk
+from security.types import JSONDict, JSONList, JSONType, Timestamp, UUIDPk
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -90,26 +92,38 @@ class Assessment(Base):
     occurred_at: Mapped[Timestamp]
     created_at: Mapped[Timestamp] = mapped_column(index=True)
 
+    # Every rule evaluated, in rule-file order: {rule_id, outcome (hit | no_hit | error | shadow), mode,
+    # points, detail} (CONVENTIONS "decisions are data": one record per rule). Kept with the assessment
+    # they belong to, which is read and written whole: as rows of a table of their own they were 13 of
+    # the 15 rows (and 26 of the 36 index entries) every scored event wrote.
+    rules: Mapped[JSONList]
+
     event: Mapped[RiskEvent] = relationship()
-    results: Mapped[list[RuleResultRow]] = relationship(
-        back_populates="assessment", order_by="RuleResultRow.id", cascade="all, delete-orphan"
-    )
+
+    @property
+    def results(self) -> list[StoredRuleResult]:
+        """The stored rule results, typed."""
+        return [StoredRuleResult.from_json(item) for item in self.rules]
 
 
-class RuleResultRow(Base):
-    """One rule's outcome in one assessment (hit, no_hit, error, shadow)."""
+@dataclass(frozen=True)
+class StoredRuleResult:
+    """One rule's outcome in one stored assessment (hit, no_hit, error, shadow)."""
 
-    __tablename__ = "risk_rule_results"
+    rule_id: str
+    outcome: str
+    mode: str
+    points: int
+    detail: str
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    assessment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("risk_assessments.id"), index=True)
-    rule_id: Mapped[str] = mapped_column(String(80))
-    outcome: Mapped[str] = mapped_column(String(8))
-    mode: Mapped[str] = mapped_column(String(8))
-    points: Mapped[int] = mapped_column(Integer)
-    detail: Mapped[str] = mapped_column(Text)
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> StoredRuleResult:
+        return cls(rule_id=str(item["rule_id"]), outcome=str(item["outcome"]), mode=str(item["mode"]),
+                   points=int(item["points"]), detail=str(item["detail"]))
 
-    assessment: Mapped[Assessment] = relationship(back_populates="results")
+    def as_json(self) -> dict[str, Any]:
+        return {"rule_id": self.rule_id, "outcome": self.outcome, "mode": self.mode, "points": self.points,
+                "detail": self.detail}
 
 
 #: Which counter rows are global shards (their scope starts with "*"), as each backend spells it.

@@ -2,7 +2,7 @@
 
 Each use case: features from history (``FeatureStore``) -> pure engine -> account state, second factor
 and brute-force policy -> locks/restrictions through ``LockService`` (capped by the auto-lock guard) ->
-one stored event, one assessment with a row per rule, audit entries and outbox messages, all in the
+one stored event, one assessment with a record per rule, audit entries and outbox messages, all in the
 caller's transaction.
 """
 
@@ -21,8 +21,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel
-from sqlalchemy import Insert, Integer, String, Table, bindparam, column, func, insert, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Insert, Table, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
@@ -45,7 +44,7 @@ from security.risk.familiarity import UNKNOWN, parse_user_agent
 from security.risk.feature_store import Context, FeatureStore, TransactionInput
 from security.risk.features import FEATURE_TYPES, EventKind, Features, FeatureType, FeatureValue
 from security.risk.models import Assessment as AssessmentRow
-from security.risk.models import LoginOutcome, RiskAlert, RiskEvent, RuleResultRow
+from security.risk.models import LoginOutcome, RiskAlert, RiskEvent
 from security.risk.rules import ActionType, Decision, RuleSet
 from security.risk.schemas import (
     AccountChangeEventIn,
@@ -67,7 +66,6 @@ NEW_DEVICE_TEMPLATE: Final = "new_device_login"
 # Built once: the hot path executes them as they are (no statement construction, a memoised cache key).
 EVENT_INSERT: Final = insert(table_of(RiskEvent))
 ASSESSMENT_INSERT: Final = insert(table_of(AssessmentRow))
-RULE_RESULT_INSERT: Final = insert(table_of(RuleResultRow))
 #: The account's password hash (read without a lock, before the password work).
 PASSWORD_HASH: Final = select(Account.password_hash).where(Account.id == bindparam("id"))
 #: The account, row-locked until the transaction ends.
@@ -658,10 +656,10 @@ class RiskService:
     ) -> None:
         # Core inserts into the tables: ingestion is the hot path, and neither the ORM's unit of work nor
         # its bulk-insert layer adds anything for rows that are never changed afterwards. PostgreSQL takes
-        # all three in one statement; SQLite gets one per table (the rule rows as one executemany).
-        # Time-ordered ids (UUIDv7): the event's and the assessment's primary keys, the assessment's
-        # event_pk and the rule rows' assessment_id are indexed, and random ids would land each event on
-        # four random index pages, each written whole into the WAL after every checkpoint.
+        # both in one statement; SQLite gets one per table.
+        # Time-ordered ids (UUIDv7): the event's and the assessment's primary keys and the assessment's
+        # event_pk are indexed, and random ids would land each event on random index pages, each written
+        # whole into the WAL after every checkpoint.
         event_pk = uuid7()
         self._session.flush()  # pending ORM changes (counters, locks) first, in their own order
         event = {
@@ -680,47 +678,32 @@ class RiskService:
             "score": outcome.assessment.score, "band": outcome.assessment.band,
             "decision": outcome.assessment.decision, "final_decision": outcome.decision,
             "ruleset_version": outcome.assessment.ruleset_version, "features": features_to_json(features),
+            "rules": [{"rule_id": r.rule_id, "outcome": str(r.outcome), "mode": str(r.mode), "points": r.points,
+                       "detail": r.detail} for r in outcome.assessment.results],
             "occurred_at": occurred, "created_at": now,
         }
-        results = [{"rule_id": r.rule_id, "outcome": r.outcome, "mode": r.mode, "points": r.points,
-                    "detail": r.detail} for r in outcome.assessment.results]
         if not is_sqlite(self._session):
-            # One statement, one round trip: the three inserts as data-modifying CTEs (foreign keys are
-            # checked at the end of the statement), the rule rows unpacked from one JSON array.
-            params = {**{f"e_{k}": v for k, v in event.items()},
-                      **{f"a_{k}": v for k, v in assessment.items()}, "rules": results}
+            # One statement, one round trip: both inserts, the event's as a data-modifying CTE (the
+            # assessment's foreign key is checked at the end of the statement).
+            params = {**{f"e_{k}": v for k, v in event.items()}, **{f"a_{k}": v for k, v in assessment.items()}}
             self._session.execute(_record_statement(), params)
             return
         self._session.execute(EVENT_INSERT, [event])
         self._session.execute(ASSESSMENT_INSERT, [assessment])
-        if results:
-            self._session.execute(RULE_RESULT_INSERT, [
-                {"assessment_id": outcome.assessment_id, **result} for result in results])
 
 
 @functools.cache
 def _record_statement() -> Insert:
-    """PostgreSQL: the event, its assessment and the rule rows in one statement (built once).
+    """PostgreSQL: the event and its assessment in one statement (built once).
 
-    Parameters: ``e_<column>`` for the event, ``a_<column>`` for the assessment, ``rules`` (a list of
-    {rule_id, outcome, mode, points, detail}).
+    Parameters: ``e_<column>`` for the event, ``a_<column>`` for the assessment.
     """
     def values(table: Table, prefix: str) -> dict[str, Any]:
-        return {c.name: bindparam(f"{prefix}{c.name}", type_=c.type) for c in table.columns
-                if not (c.primary_key and c.autoincrement is True)}
+        return {c.name: bindparam(f"{prefix}{c.name}", type_=c.type) for c in table.columns}
 
-    events, assessments, rules_table = table_of(RiskEvent), table_of(AssessmentRow), table_of(RuleResultRow)
+    events, assessments = table_of(RiskEvent), table_of(AssessmentRow)
     event = insert(events).values(values(events, "e_")).cte("ev")
-    assessment = insert(assessments).values(values(assessments, "a_")).cte("asm")
-    rules = func.jsonb_to_recordset(bindparam("rules", type_=JSONB)).table_valued(
-        column("rule_id", String), column("outcome", String), column("mode", String),
-        column("points", Integer), column("detail", String),
-    ).render_derived(name="r", with_types=True)
-    names = ["rule_id", "outcome", "mode", "points", "detail"]
-    return insert(rules_table).from_select(
-        ["assessment_id", *names],
-        select(bindparam("a_id", type_=assessments.c.id.type), *(rules.c[n] for n in names)),
-    ).add_cte(event, assessment)
+    return insert(assessments).values(values(assessments, "a_")).add_cte(event)
 
 
 def replay_decisions(

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from security.locks.models import Lock
-from security.risk.models import Assessment, RuleResultRow
+from security.risk.models import Assessment
 from security.risk.rules import Rule
 from security.risk.views import current_ruleset
 from tests.risk.conftest import use_ruleset, webhooks
@@ -53,8 +53,8 @@ def test_credential_stuffing_from_one_ip(flows, clock, db_session):
     assert hit.status_code == 429
     assert db_session.scalars(select(Lock)).all() == []
     # Failed attempts before the throttle were scored as stuffing.
-    stuffing = db_session.scalars(select(RuleResultRow).where(
-        RuleResultRow.rule_id == "login.credential_stuffing", RuleResultRow.outcome == "hit")).all()
+    stuffing = [r for a in db_session.scalars(select(Assessment)) for r in a.results
+                if r.rule_id == "login.credential_stuffing" and r.outcome == "hit"]
     assert len(stuffing) == 16  # from the 5th distinct account on
 
 
@@ -104,5 +104,5 @@ def test_shadow_rule_recorded_but_never_changes_the_decision(flows, app, db_sess
     assert body["decision"] == "allow"
     assert body["risk"]["score"] == 10
     assert [r["rule"] for r in body["reasons"]] == ["tx.new_payee"]
-    row = db_session.scalar(select(RuleResultRow).where(RuleResultRow.rule_id == "shadow.everything"))
+    row = next(r for a in db_session.scalars(select(Assessment)) for r in a.results if r.rule_id == "shadow.everything")
     assert (row.outcome, row.points, row.mode) == ("shadow", 100, "shadow")

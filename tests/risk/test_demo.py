@@ -9,7 +9,7 @@ from sqlalchemy import select
 from security.accounts.models import Account
 from security.locks.models import Lock
 from security.risk.demo import ACCOUNTS, Demo
-from security.risk.models import RiskEvent, RuleResultRow
+from security.risk.models import Assessment, RiskEvent
 from security.risk.views import current_ruleset
 from security.runtime import runtime
 
@@ -37,7 +37,7 @@ def test_demo_week(app, clock, db_session):
     assert by_account[("noah-01", "risk")] == 1
     drain = db_session.scalar(select(RiskEvent).where(RiskEvent.amount == "4850.00"))
     assert drain.outcome == "block"
-    chain = db_session.scalars(select(RuleResultRow.rule_id).where(RuleResultRow.outcome == "hit")).all()
+    chain = [r.rule_id for a in db_session.scalars(select(Assessment)) for r in a.results if r.outcome == "hit"]
     assert "tx.after_sensitive_change" in chain and "login.credential_stuffing" in chain
     # 4. An outlier payment abroad to a new payee: held for review, the payer restricted.
     assert report.decisions["transaction:review"] >= 1

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 
 from security.accounts.models import Account
 from security.locks.models import Lock, LoginFailureCounter
-from security.risk.models import Assessment, RiskEvent, RuleResultRow
+from security.risk.models import Assessment, RiskEvent
 from tests.risk.conftest import BERLIN, PASSWORD, webhooks
 
 
@@ -24,8 +24,7 @@ def test_familiar_login_is_allowed_and_explained(flows, db_session):
     assert body["lock"] is None
     # Every applicable rule was stored for the assessment, with the ruleset version.
     assessment = db_session.get(Assessment, uuid.UUID(body["assessment_id"]))
-    rules = db_session.scalars(select(RuleResultRow.rule_id).where(
-        RuleResultRow.assessment_id == assessment.id)).all()
+    rules = [r.rule_id for r in assessment.results]
     assert "login.impossible_travel" in rules and "login.unfamiliar" in rules
     assert len(assessment.ruleset_version) == 16
 
