@@ -196,6 +196,7 @@ class TransactionInput:
 #: What a probe can ask besides the place features; see :func:`probe_statement`.
 PROBE_TRANSACTION: Final = "transaction"
 PROBE_STORED_ANSWER: Final = "stored_answer"
+PROBE_IP_FAILURES: Final = "ip_failures"
 
 
 # The probe's tables under short names, and its constants written into the SQL: the statement stays
@@ -238,16 +239,21 @@ class PastTransaction:
     outcome: str | None
 
 
-def _history_column(*, sqlite: bool) -> Any:
-    """:data:`TX_HISTORY` as one JSON array of ``[amount, currency, occurred_at, outcome]`` (a probe column:
-    the history travels in the probe's round trip instead of a statement and a result row per event)."""
-    rows = TX_HISTORY.subquery("h")
-    fields = (rows.c.amount, rows.c.currency, rows.c.occurred_at, rows.c.outcome)
+def _json_rows_column(query: Select[*tuple[Any, ...]], name: str, *, sqlite: bool) -> Any:
+    """``query``'s rows as one JSON array of arrays, a probe column (the rows travel in the probe's round
+    trip instead of a statement and a result row each). Timestamps come back as ISO 8601 text."""
+    rows = query.subquery(name[0])
+    fields = tuple(rows.c)
     if sqlite:
         items: Any = func.json_group_array(func.json_array(*fields))
     else:
         items = func.coalesce(func.json_agg(func.json_build_array(*fields)), literal_column("'[]'::json"))
-    return type_coerce(select(items).scalar_subquery(), JSON).label("history")
+    return type_coerce(select(items).scalar_subquery(), JSON).label(name)
+
+
+def _history_column(*, sqlite: bool) -> Any:
+    """:data:`TX_HISTORY` as ``[amount, currency, occurred_at, outcome]`` arrays (see :func:`_json_rows_column`)."""
+    return _json_rows_column(TX_HISTORY, "history", sqlite=sqlite)
 
 
 def past_transactions(history: Sequence[Sequence[Any]]) -> list[PastTransaction]:
@@ -258,14 +264,26 @@ def past_transactions(history: Sequence[Sequence[Any]]) -> list[PastTransaction]
     return past
 
 
+def _ip_failures(ip: str, since: str) -> Select[datetime, str]:
+    """Failed logins from the IP in parameter ``ip`` received in (``since``, ``at``], newest first."""
+    return (
+        select(_E.received_at, _E.account_id)
+        .where(_E.ip == bindparam(ip), _E.outcome == _sql(LoginOutcome.FAILURE),
+               _E.received_at > bindparam(since), _E.received_at <= bindparam("at"))
+        .order_by(_E.received_at.desc())
+        .limit(IP_ACCOUNTS_LIMIT)
+    )
+
+
 #: Failed logins from ``ip`` received in (``since``, ``at``], newest first (brute force across accounts).
-IP_FAILURES: Final = (
-    select(_E.received_at, _E.account_id)
-    .where(_E.ip == bindparam("ip"), _E.outcome == _sql(LoginOutcome.FAILURE),
-           _E.received_at > bindparam("since"), _E.received_at <= bindparam("at"))
-    .order_by(_E.received_at.desc())
-    .limit(IP_ACCOUNTS_LIMIT)
-)
+IP_FAILURES: Final = _ip_failures("ip", "since")
+
+
+def ip_failures_from_json(rows: Sequence[Sequence[Any]]) -> list[tuple[datetime, str]]:
+    """The probe's ``ip_failures`` column as (received_at, account_id), newest first."""
+    found = [(utc(datetime.fromisoformat(at)), account_id) for at, account_id in rows]
+    found.sort(key=lambda item: item[0], reverse=True)
+    return found
 
 
 def _first(column: Any, *where: Any, newest: bool, name: str) -> Any:
@@ -294,7 +312,9 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
     ``since`` (the history's start). With ``PROBE_STORED_ANSWER``: what an earlier event of this client
     with this ``event_id`` stored (``stored_hash``, ``stored_kind``, ``stored_response``; all None when
     there is none: the idempotency lookup of event ingestion, in the same round trip); parameters
-    ``client_id`` and ``event_id``.
+    ``client_id`` and ``event_id``. With ``PROBE_IP_FAILURES``: the failed logins from the event's IP
+    address (``ip_failures``, see :func:`ip_failures_from_json`); parameters ``fail_ip`` (the address as
+    sent) and ``fail_since``.
     """
     account = _E.account_id == bindparam("account_id")
     when: BindParameter[datetime] = bindparam("occurred_at")
@@ -320,6 +340,8 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
             ).scalar_subquery().label("mfa_at"),
             _history_column(sqlite=sqlite),
         ]
+    if PROBE_IP_FAILURES in parts:
+        columns.append(_json_rows_column(_ip_failures("fail_ip", "fail_since"), "ip_failures", sqlite=sqlite))
     if PROBE_STORED_ANSWER in parts:
         earlier = (_E.client_id == bindparam("client_id"), _E.event_id == bindparam("event_id"))
         columns += [select(column).where(*earlier).scalar_subquery().label(name) for column, name in (
@@ -429,8 +451,10 @@ class FeatureStore:
     # --- common -------------------------------------------------------------------------------
 
     def _probe(self, account_id: str, ctx: Context, occurred_at: datetime, at: datetime, *,
-               tx: TransactionInput | None = None, stored: tuple[Any, str] | None = None) -> Row[Any]:
-        parts = ((PROBE_TRANSACTION,) if tx else ()) + ((PROBE_STORED_ANSWER,) if stored else ())
+               tx: TransactionInput | None = None, stored: tuple[Any, str] | None = None,
+               ip_failures: bool = False) -> Row[Any]:
+        parts = (((PROBE_TRANSACTION,) if tx else ()) + ((PROBE_STORED_ANSWER,) if stored else ())
+                 + ((PROBE_IP_FAILURES,) if ip_failures else ()))
         statement = probe_statement(*parts, sqlite=is_sqlite(self._session))
         params: dict[str, Any] = {"account_id": account_id, "occurred_at": occurred_at, "at": at,
                                   "ip": _listed_value(ctx.ip)}
@@ -439,7 +463,19 @@ class FeatureStore:
                           since=occurred_at - DAY * 365)
         if stored:
             params.update(client_id=stored[0], event_id=stored[1])
+        if ip_failures:
+            params.update(fail_ip=ctx.ip, fail_since=at - self._bf.ip_window)
         return self._session.execute(statement, params).one()
+
+    def login_probe(self, *, account_id: str, ctx: Context, occurred_at: datetime, received_at: datetime,
+                    stored: tuple[Any, str] | None = None) -> Row[Any]:
+        """The facts :meth:`login_features` needs from history in one round trip: the place features and,
+        unless kept from an earlier :meth:`ip_failures` call, the IP's failed logins. ``stored`` (client id,
+        event id): also what an earlier event with that id stored (``stored_hash``, ``stored_kind``,
+        ``stored_response``)."""
+        kept = bool(ctx.ip) and (ctx.ip, received_at, self._bf.ip_window) in self._ip_failures
+        return self._probe(account_id, ctx, occurred_at, received_at, stored=stored,
+                           ip_failures=bool(ctx.ip) and not kept)
 
     def transaction_probe(self, *, account_id: str, tx: TransactionInput, ctx: Context, occurred_at: datetime,
                           received_at: datetime, client_id: Any, event_id: str) -> Row[Any]:
@@ -600,13 +636,19 @@ class FeatureStore:
         received_at: datetime,
         counter: FailureState,
         current_failed: bool,
+        probe: Row[Any] | None = None,
     ) -> Features:
-        """Features for a login; ``current_failed`` counts this attempt in the IP figures."""
+        """Features for a login; ``current_failed`` counts this attempt in the IP figures. ``probe``: read
+        already by :meth:`login_probe` (for the same login)."""
         values: dict[str, FeatureValue] = {}
         explanations: dict[str, str] = {}
+        if probe is None:
+            probe = self.login_probe(account_id=account_id, ctx=ctx, occurred_at=occurred_at,
+                                     received_at=received_at)
         values["failed_logins_account_window"] = failures_in_window(self._bf, counter, received_at)
         if ctx.ip:
-            recent = self.ip_failures(ctx.ip, received_at, self._bf.ip_window)
+            kept = self._ip_failures.pop((ctx.ip, received_at, self._bf.ip_window), None)
+            recent = kept if kept is not None else ip_failures_from_json(probe.ip_failures)
             accounts = {account_id for _, account_id in recent}
             if current_failed:
                 accounts.add(account_id)
@@ -616,7 +658,6 @@ class FeatureStore:
             values["failed_logins_ip_window"] = None
             values["distinct_accounts_ip_window"] = None
         familiar, explanation, counts = self.familiarity_features(account_id, ctx)
-        probe = self._probe(account_id, ctx, occurred_at, received_at)
         values.update(self._place_features(account_id, ctx, occurred_at, probe, explanations, counts))
         values.update(familiar)
         if explanation:

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel
-from sqlalchemy import Insert, Table, bindparam, func, insert, select, text
+from sqlalchemy import Insert, Row, Table, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
@@ -68,10 +68,15 @@ EVENT_INSERT: Final = insert(table_of(RiskEvent))
 ASSESSMENT_INSERT: Final = insert(table_of(AssessmentRow))
 #: The account's password hash (read without a lock, before the password work).
 PASSWORD_HASH: Final = select(Account.password_hash).where(Account.id == bindparam("id"))
+
+
 #: The account, row-locked until the transaction ends.
 ACCOUNT_FOR_UPDATE: Final = select(Account).where(Account.id == bindparam("id")).with_for_update()
 #: The same, and whether the request's API client is still active (the check its key owes when it was
-#: recognised from the key cache; ``security.clients.auth``): one round trip for both.
+#: recognised from the key cache; ``security.clients.auth``): one round trip for both. Nothing else can
+#: join this statement: its snapshot is taken before it waits for the lock, so it would miss what the
+#: lock's previous holder committed (the account's failure counter, its events); the statements after it
+#: see that.
 ACCOUNT_FOR_UPDATE_AND_CLIENT: Final = (
     select(Account, CLIENT_ACTIVE).where(Account.id == bindparam("id")).with_for_update(of=Account))
 #: What an earlier event with this client's ``event_id`` stored (the idempotent replay).
@@ -371,7 +376,9 @@ class RiskService:
         self, account: Account | None, account_id: str, ctx: Context, occurred: datetime, now: datetime,
         client_id: uuid.UUID | None, *, payload: BaseModel, succeeded: bool,
         second: SecondFactorOutcome, event_id: str | None = None, hash_: str | None = None,
+        probe: Row[Any] | None = None,
     ) -> Outcome:
+        """``probe``: the login's :meth:`FeatureStore.login_probe`, read already."""
         # Unknown account ids get counters too, so their answers carry the same velocity reasons as a
         # real account's (nothing to lock, though).
         counter, state = self._counter(account_id)
@@ -381,10 +388,10 @@ class RiskService:
             result = register_failure(self._ruleset.brute_force, state, now)
             order = result.lock
             features_state = FailureState(result.failures_in_window, now, 0, None)
-            self._save_state(account_id, counter, state, result.state)
             features = self._store.login_features(
                 account=account, account_id=account_id, ctx=ctx, occurred_at=occurred, received_at=now,
-                counter=features_state, current_failed=True)
+                counter=features_state, current_failed=True, probe=probe)
+            self._save_state(account_id, counter, state, result.state)
             assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
             reasons.append(Reason(Rule.INVALID_CREDENTIALS, 0, "The credentials are not valid."))
             assessment_id = uuid.uuid4()
@@ -411,7 +418,7 @@ class RiskService:
         assert account is not None  # noqa: S101 - a login only succeeds for an existing account
         features = self._store.login_features(account=account, account_id=account_id, ctx=ctx,
                                               occurred_at=occurred, received_at=now, counter=state,
-                                              current_failed=False)
+                                              current_failed=False, probe=probe)
         assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
         decision = assessment.decision
         if second is SecondFactorOutcome.MISSING and decision is not Decision.DENY:
@@ -459,10 +466,14 @@ class RiskService:
         # either way (here, or from the unique key when its account differs).
         account = self._lock_account_row(body.account_id)
         now = self._clock.now()
-        # A transaction's feature probe also reads what an earlier event with this event_id stored (one
-        # round trip less than a lookup of its own; the lock above is taken first all the same). Every
-        # other event, and a transaction that will not get that far, looks it up here.
-        if account is None or self._in_future(body.occurred_at, now) or not isinstance(body, TransactionEventIn):
+        # The feature probe of a transaction, and of a login event of an active account, also reads what
+        # an earlier event with this event_id stored (one round trip less than a lookup of its own; the
+        # lock above is taken first all the same), before anything is written. Every other event, and one
+        # that will not get that far, looks it up here.
+        in_probe = account is not None and not self._in_future(body.occurred_at, now) and (
+            isinstance(body, TransactionEventIn)
+            or (isinstance(body, LoginEventIn) and account.status == AccountStatus.ACTIVE))
+        if not in_probe:
             existing = self._session.execute(STORED_ANSWER, {"client_id": client_id,
                                                              "event_id": body.event_id}).first()
             if existing is not None:
@@ -471,16 +482,16 @@ class RiskService:
         if account is None:
             raise AccountNotFound(f"No account {body.account_id!r}.")
         occurred = self._occurred(body.occurred_at, now)
+        done: Outcome | dict[str, Any]
         if isinstance(body, LoginEventIn):
-            outcome = self._login_event(account, body, occurred, now, client_id, hash_)
+            done = self._login_event(account, body, occurred, now, client_id, hash_, replay_in_probe=in_probe)
         elif isinstance(body, TransactionEventIn):
             done = self._transaction(account, body, occurred, now, client_id, hash_)
-            if not isinstance(done, Outcome):
-                return done, True
-            outcome = done
         else:
-            outcome = self._change(account, body, occurred, now, client_id, hash_)
-        return {"event_id": body.event_id, **outcome.as_answer()}, False
+            done = self._change(account, body, occurred, now, client_id, hash_)
+        if not isinstance(done, Outcome):
+            return done, True
+        return {"event_id": body.event_id, **done.as_answer()}, False
 
     @staticmethod
     def _replay(kind: EventKind, event_id: str, hash_: str, stored_hash: str | None, stored_kind: str | None,
@@ -492,15 +503,25 @@ class RiskService:
         return dict(response)
 
     def _login_event(self, account: Account, body: LoginEventIn, occurred: datetime, now: datetime,
-                     client_id: uuid.UUID | None, hash_: str) -> Outcome:
-        self._expire_locks(account)
+                     client_id: uuid.UUID | None, hash_: str, *, replay_in_probe: bool) -> Outcome | dict[str, Any]:
+        """Score and store a login event. ``replay_in_probe`` (an active account): the feature probe also
+        looks for an earlier event with this ``event_id``; its stored answer is returned (nothing written),
+        or :class:`IdempotencyConflict` raised."""
         ctx = _context(body.context)
+        probe = None
+        if replay_in_probe:
+            probe = self._store.login_probe(account_id=account.id, ctx=ctx, occurred_at=occurred, received_at=now,
+                                            stored=(client_id, body.event_id))
+            if probe.stored_hash is not None or probe.stored_kind is not None:
+                return self._replay(EventKind.LOGIN, body.event_id, hash_, probe.stored_hash, probe.stored_kind,
+                                    probe.stored_response)
+        self._expire_locks(account)
         if account.status == AccountStatus.LOCKED:
             return self._blocked_login(account, ctx, occurred, now, client_id, payload=body,
                                        event_id=body.event_id, hash_=hash_)
         return self._login(account, account.id, ctx, occurred, now, client_id, payload=body,
                            succeeded=body.outcome == "success", second=SecondFactorOutcome.NOT_ENROLLED,
-                           event_id=body.event_id, hash_=hash_)
+                           event_id=body.event_id, hash_=hash_, probe=probe)
 
     def _transaction(self, account: Account, body: TransactionEventIn, occurred: datetime, now: datetime,
                      client_id: uuid.UUID | None, hash_: str) -> Outcome | dict[str, Any]:

@@ -144,3 +144,41 @@ def test_cached_key_costs_no_lookup_and_a_transaction_reads_once(backend, statem
     replay = api.post("/v1/events/transaction", json=_transaction(flows, "second"))
     assert replay.status_code == 200
     assert replay.get_json()["event_id"] == "second"
+
+
+def _login_event(flows: Flows, event_id: str, outcome: str = "success") -> dict[str, Any]:
+    return {"event_id": event_id, "account_id": "acc-1", "outcome": outcome,
+            "occurred_at": flows.clock.now().isoformat(), "context": dict(BERLIN)}
+
+
+def test_login_event_reads_in_four_round_trips(backend, statements):
+    api, flows = backend
+    assert api.post("/v1/events/login", json=_login_event(flows, "l-1")).status_code == 200
+    statements.clear()
+    assert api.post("/v1/events/login", json=_login_event(flows, "l-2")).status_code == 200
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    # The account's row lock (with the client's revocation check), the feature probe (with the
+    # idempotency lookup and the IP's failed logins), the failure counter (locked by a statement of its
+    # own: one that waited for the account's lock must see what the previous holder wrote) and the
+    # familiarity counters.
+    assert len(reads) == 4, reads
+    assert "accounts" in reads[0] and "service_clients" in reads[0]
+    assert "stored_response" in reads[1] and "ip_failures" in reads[1]
+    assert "login_failure_counters" in reads[2]
+    assert "risk_familiarity_counts" in reads[3]
+
+
+def test_replayed_failed_login_event_counts_once(backend, db_session):
+    from security.locks.models import LoginFailureCounter
+
+    api, flows = backend
+    first = api.post("/v1/events/login", json=_login_event(flows, "f-1", "failure"))
+    again = api.post("/v1/events/login", json=_login_event(flows, "f-1", "failure"))
+    assert first.status_code == again.status_code == 200
+    assert again.get_json() == first.get_json()
+    failures = select(LoginFailureCounter.failures).where(LoginFailureCounter.account_id == "acc-1")
+    assert db_session.scalar(failures) == 1
+    assert db_session.scalar(select(func.count()).select_from(RiskEvent)) == 1
+    changed = api.post("/v1/events/login", json=_login_event(flows, "f-1", "success"))
+    assert changed.status_code == 409
+    assert db_session.scalar(failures) == 1
