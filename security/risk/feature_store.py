@@ -286,11 +286,29 @@ def ip_failures_from_json(rows: Sequence[Sequence[Any]]) -> list[tuple[datetime,
     return found
 
 
-def _first(column: Any, *where: Any, newest: bool, name: str) -> Any:
-    """The ``column`` of the account's newest (or oldest) matching event, as a labelled scalar subquery."""
-    # The id breaks ties, so every column of one side comes from the same event.
+def _json_array(*values: Any, sqlite: bool) -> Any:
+    return func.json_array(*values) if sqlite else func.json_build_array(*values)
+
+
+def _first(columns: Sequence[Any], *where: Any, newest: bool, name: str, sqlite: bool) -> Any:
+    """The ``columns`` of the newest (or oldest) matching event as one JSON array (NULL when there is none),
+    a labelled scalar subquery: one index probe for all of them. Timestamps come back as ISO 8601 text."""
     order = (_E.occurred_at.desc(), _E.id.desc()) if newest else (_E.occurred_at, _E.id)
-    return select(column).where(*where).order_by(*order).limit(1).scalar_subquery().label(name)
+    row = select(_json_array(*columns, sqlite=sqlite)).where(*where).order_by(*order).limit(1)
+    return type_coerce(row.scalar_subquery(), JSON).label(name)
+
+
+def _timestamp(text: str) -> datetime:
+    return utc(datetime.fromisoformat(text))
+
+
+def stored_answer(probe: Row[Any]) -> tuple[str | None, str, dict[str, Any] | None] | None:
+    """A probe's ``stored`` column (``PROBE_STORED_ANSWER``): the earlier event's request hash, kind and
+    stored answer, or None when no event used the id."""
+    if probe.stored is None:
+        return None
+    request_hash, kind, response = probe.stored
+    return request_hash, kind, response
 
 
 def _deny_listed_column(kind: DenyListKind, value: str, name: str) -> Any:
@@ -310,11 +328,12 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
     the transaction history (:func:`_history_column`). Every subquery is an index probe; parameters:
     ``account_id``, ``occurred_at``, ``at``, ``ip`` and, for transactions, ``address``, ``payee`` and
     ``since`` (the history's start). With ``PROBE_STORED_ANSWER``: what an earlier event of this client
-    with this ``event_id`` stored (``stored_hash``, ``stored_kind``, ``stored_response``; all None when
-    there is none: the idempotency lookup of event ingestion, in the same round trip); parameters
-    ``client_id`` and ``event_id``. With ``PROBE_IP_FAILURES``: the failed logins from the event's IP
-    address (``ip_failures``, see :func:`ip_failures_from_json`); parameters ``fail_ip`` (the address as
-    sent) and ``fail_since``.
+    with this ``event_id`` stored (``stored``, see :func:`stored_answer`: the idempotency lookup of event
+    ingestion, in the same round trip); parameters ``client_id`` and ``event_id``. With
+    ``PROBE_IP_FAILURES``: the failed logins from the event's IP address (``ip_failures``, see
+    :func:`ip_failures_from_json`); parameters ``fail_ip`` (the address as sent) and ``fail_since``.
+    Columns that take several values of one event (``before``, ``after``, ``change``, ``stored``) carry
+    them as one JSON array: one index probe each instead of one per value.
     """
     account = _E.account_id == bindparam("account_id")
     when: BindParameter[datetime] = bindparam("occurred_at")
@@ -323,8 +342,8 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
     columns = [_deny_listed_column(DenyListKind.IP, "ip", "ip_listed")]
     # A late event also has a neighbour after it: travel must be possible in both directions.
     for side, newest, bound in (("before", True, _E.occurred_at <= when), ("after", False, _E.occurred_at > when)):
-        for column in (_E.lat, _E.lon, _E.occurred_at):
-            columns.append(_first(column, *located, bound, newest=newest, name=f"{side}_{column.key}"))
+        columns.append(_first((_E.lat, _E.lon, _E.occurred_at), *located, bound, newest=newest, name=side,
+                              sqlite=sqlite))
     if PROBE_TRANSACTION in parts:
         changed = (account, _E.kind == _sql(EventKind.ACCOUNT_CHANGE),
                    _E.change.in_(_sql(*sorted(SENSITIVE_CHANGES))), _E.occurred_at <= when)
@@ -332,8 +351,7 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
             exists().where(account, _E.destination_address == bindparam("payee"),
                            _E.kind == _sql(EventKind.TRANSACTION), _E.occurred_at < when).label("paid_before"),
             _deny_listed_column(DenyListKind.ADDRESS, "address", "address_listed"),
-            _first(_E.occurred_at, *changed, newest=True, name="change_at"),
-            _first(_E.change, *changed, newest=True, name="change_what"),
+            _first((_E.occurred_at, _E.change), *changed, newest=True, name="change", sqlite=sqlite),
             select(func.max(_A.at)).where(
                 _A.subject_type == _sql("account"), _A.subject_id == bindparam("account_id"),
                 _A.action.in_(_sql(*MFA_CHANGE_AUDIT_TAGS)), _A.at <= when,
@@ -343,9 +361,10 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
     if PROBE_IP_FAILURES in parts:
         columns.append(_json_rows_column(_ip_failures("fail_ip", "fail_since"), "ip_failures", sqlite=sqlite))
     if PROBE_STORED_ANSWER in parts:
-        earlier = (_E.client_id == bindparam("client_id"), _E.event_id == bindparam("event_id"))
-        columns += [select(column).where(*earlier).scalar_subquery().label(name) for column, name in (
-            (_E.request_hash, "stored_hash"), (_E.kind, "stored_kind"), (_E.response, "stored_response"))]
+        earlier = select(_json_array(_E.request_hash, _E.kind, func.json(_E.response) if sqlite else _E.response,
+                                     sqlite=sqlite)).where(_E.client_id == bindparam("client_id"),
+                                                           _E.event_id == bindparam("event_id"))
+        columns.append(type_coerce(earlier.scalar_subquery(), JSON).label("stored"))
     return select(*columns)
 
 
@@ -360,11 +379,11 @@ def travel(ctx: Context, occurred_at: datetime, probe: Row[Any]) -> tuple[float 
         return None, None, None
     here = GeoPoint(ctx.lat, ctx.lon, occurred_at)
     best: tuple[float, float, str] | None = None
-    for side, lat, lon, at in (("previous", probe.before_lat, probe.before_lon, probe.before_occurred_at),
-                               ("next", probe.after_lat, probe.after_lon, probe.after_occurred_at)):
-        if lat is None or lon is None or at is None:
+    for side, neighbour in (("previous", probe.before), ("next", probe.after)):
+        if neighbour is None:
             continue
-        there = GeoPoint(lat, lon, utc(at))
+        lat, lon, at = neighbour
+        there = GeoPoint(lat, lon, _timestamp(at))
         speed = travel_speed_kmh(there, here)
         distance = haversine_km(there.lat, there.lon, here.lat, here.lon)
         minutes = abs((here.at - there.at).total_seconds()) / 60
@@ -471,8 +490,7 @@ class FeatureStore:
                     stored: tuple[Any, str] | None = None) -> Row[Any]:
         """The facts :meth:`login_features` needs from history in one round trip: the place features and,
         unless kept from an earlier :meth:`ip_failures` call, the IP's failed logins. ``stored`` (client id,
-        event id): also what an earlier event with that id stored (``stored_hash``, ``stored_kind``,
-        ``stored_response``)."""
+        event id): also what an earlier event with that id stored (:func:`stored_answer`)."""
         kept = bool(ctx.ip) and (ctx.ip, received_at, self._bf.ip_window) in self._ip_failures
         return self._probe(account_id, ctx, occurred_at, received_at, stored=stored,
                            ip_failures=bool(ctx.ip) and not kept)
@@ -480,7 +498,7 @@ class FeatureStore:
     def transaction_probe(self, *, account_id: str, tx: TransactionInput, ctx: Context, occurred_at: datetime,
                           received_at: datetime, client_id: Any, event_id: str) -> Row[Any]:
         """The facts :meth:`transaction_features` needs, and what an earlier event with this client's
-        ``event_id`` stored (``stored_hash``, ``stored_kind``, ``stored_response``), in one round trip."""
+        ``event_id`` stored (:func:`stored_answer`), in one round trip."""
         return self._probe(account_id, ctx, occurred_at, received_at, tx=tx, stored=(client_id, event_id))
 
     def _counts(self, account_id: str, keys: Iterable[tuple[str, str]]) -> CountMap:
@@ -761,8 +779,9 @@ def _since_sensitive_change(account: Account, occurred_at: datetime,
                             probe: Row[Any]) -> tuple[float | None, str | None]:
     """Hours since the latest sensitive change (backend event, Foxguard MFA change or password set)."""
     candidates: list[tuple[datetime, str]] = []
-    if probe.change_at is not None:
-        candidates.append((utc(probe.change_at), f"{probe.change_what} changed"))
+    if probe.change is not None:
+        at, what = probe.change
+        candidates.append((_timestamp(at), f"{what} changed"))
     if probe.mfa_at is not None:
         candidates.append((utc(probe.mfa_at), "two-factor authentication changed"))
     changed = account.password_changed_at

@@ -41,7 +41,7 @@ from security.locks.services import LockService
 from security.locks.states import AccountStatus, LockKind, RequiredAction
 from security.risk.engine import Assessment, Reason, evaluate
 from security.risk.familiarity import UNKNOWN, parse_user_agent
-from security.risk.feature_store import Context, FeatureStore, TransactionInput
+from security.risk.feature_store import Context, FeatureStore, TransactionInput, stored_answer
 from security.risk.features import FEATURE_TYPES, EventKind, Features, FeatureType, FeatureValue
 from security.risk.models import Assessment as AssessmentRow
 from security.risk.models import LoginOutcome, RiskAlert, RiskEvent
@@ -512,9 +512,9 @@ class RiskService:
         if replay_in_probe:
             probe = self._store.login_probe(account_id=account.id, ctx=ctx, occurred_at=occurred, received_at=now,
                                             stored=(client_id, body.event_id))
-            if probe.stored_hash is not None or probe.stored_kind is not None:
-                return self._replay(EventKind.LOGIN, body.event_id, hash_, probe.stored_hash, probe.stored_kind,
-                                    probe.stored_response)
+            stored = stored_answer(probe)
+            if stored is not None:
+                return self._replay(EventKind.LOGIN, body.event_id, hash_, *stored)
         self._expire_locks(account)
         if account.status == AccountStatus.LOCKED:
             return self._blocked_login(account, ctx, occurred, now, client_id, payload=body,
@@ -537,9 +537,9 @@ class RiskService:
         # changes: it runs first, so a replay is found before anything is written.
         probe = self._store.transaction_probe(account_id=account.id, tx=tx, ctx=ctx, occurred_at=occurred,
                                               received_at=now, client_id=client_id, event_id=body.event_id)
-        if probe.stored_hash is not None or probe.stored_kind is not None:
-            return self._replay(EventKind.TRANSACTION, body.event_id, hash_, probe.stored_hash, probe.stored_kind,
-                                probe.stored_response)
+        stored = stored_answer(probe)
+        if stored is not None:
+            return self._replay(EventKind.TRANSACTION, body.event_id, hash_, *stored)
         self._expire_locks(account)
         features = self._store.transaction_features(account=account, tx=tx, ctx=ctx, occurred_at=occurred,
                                                     received_at=now, probe=probe)

@@ -140,7 +140,7 @@ def test_cached_key_costs_no_lookup_and_a_transaction_reads_once(backend, statem
     # idempotency lookup): no key lookup, no lookup of the event id of its own.
     assert len(reads) == 2, reads
     assert "service_clients" in reads[0] and "accounts" in reads[0]
-    assert "stored_response" in reads[1]
+    assert "client_id" in reads[1] and "event_id" in reads[1]
     replay = api.post("/v1/events/transaction", json=_transaction(flows, "second"))
     assert replay.status_code == 200
     assert replay.get_json()["event_id"] == "second"
@@ -163,7 +163,7 @@ def test_login_event_reads_in_four_round_trips(backend, statements):
     # familiarity counters.
     assert len(reads) == 4, reads
     assert "accounts" in reads[0] and "service_clients" in reads[0]
-    assert "stored_response" in reads[1] and "ip_failures" in reads[1]
+    assert "event_id" in reads[1] and "ip_failures" in reads[1]
     assert "login_failure_counters" in reads[2]
     assert "risk_familiarity_counts" in reads[3]
 
