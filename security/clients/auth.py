@@ -85,10 +85,9 @@ def client_confirmed(*, active: bool) -> None:
 
 def settle_owed_check() -> None:
     """Check the owed client now (its own query), unless the use case did it already."""
-    if g.get(OWED) is None:
-        return
     client_id = owed_client_id()
-    assert client_id is not None  # noqa: S101 - just tested
+    if client_id is None:
+        return
     client_confirmed(active=client_still_active(deps().session, client_id))
 
 

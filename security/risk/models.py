@@ -121,10 +121,6 @@ class StoredRuleResult:
         return cls(rule_id=str(item["rule_id"]), outcome=str(item["outcome"]), mode=str(item["mode"]),
                    points=int(item["points"]), detail=str(item["detail"]))
 
-    def as_json(self) -> dict[str, Any]:
-        return {"rule_id": self.rule_id, "outcome": self.outcome, "mode": self.mode, "points": self.points,
-                "detail": self.detail}
-
 
 #: Which counter rows are global shards (their scope starts with "*"), as each backend spells it.
 SHARD_ROWS_PG: Final = "left(scope, 1) = '*'"
