@@ -24,7 +24,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Final
 
 from sqlalchemy import Engine, Table, insert, text
@@ -128,36 +127,28 @@ class _Present(Mapping[tuple[str, str, str], Tally]):
         return len(self._rows)
 
 
-class _MemorySession:
-    """Just enough of a Session for ``record_successful_login``: its counter upsert lands in a dict."""
-
-    dialect = SimpleNamespace(name="sqlite")  # read by ``is_sqlite`` to pick the INSERT dialect
-
-    def __init__(self, rows: dict[tuple[str, str, str], list[int]]) -> None:
-        self._rows = rows
-
-    def execute(self, _statement: Any, params: Sequence[dict[str, Any]]) -> None:
-        for item in params:  # ON CONFLICT DO UPDATE SET count = count + excluded.count, children = ...
-            row = self._rows.setdefault((item["scope"], item["level"], item["value"]), [0, 0])
-            row[0] += item["count"]
-            row[1] += item["children"]
-
-
 class CountingStore(FeatureStore):
     """The service's own counter-update logic (``record_successful_login``), writing to a dict.
 
     Only the two points where it touches the database are replaced: reading which counter rows exist
-    (``_counts``) and the executemany upsert (the session). ``tests/bench/test_seed.py`` checks the
+    (``_counts``) and adding the deltas (``_add_to_counters``). ``tests/bench/test_seed.py`` checks the
     result against the real method writing to a real database.
     """
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str, str], list[int]] = {}
-        # The brute-force settings are never read by the counter logic.
-        super().__init__(_MemorySession(self.rows), brute_force=BruteForceConfig.model_construct())  # type: ignore[arg-type]
+        # No database: the two methods below are the only ones that would use the session, and the
+        # brute-force settings are never read by the counter logic.
+        super().__init__(None, brute_force=BruteForceConfig.model_construct())  # type: ignore[arg-type]
 
     def _counts(self, account_id: str, keys: Iterable[tuple[str, str]]) -> Any:
         return _Present(self.rows)
+
+    def _add_to_counters(self, ordered: Sequence[tuple[str, str, str, int, int]]) -> None:
+        for scope, level, value, count, children in ordered:  # the upsert's count + excluded.count
+            row = self.rows.setdefault((scope, level, value), [0, 0])
+            row[0] += count
+            row[1] += children
 
 
 def _context(rng: random.Random, who: Person, serial: int) -> dict[str, Any]:

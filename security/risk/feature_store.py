@@ -18,13 +18,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     BindParameter,
-    Row,
     Select,
     String,
     and_,
@@ -50,7 +49,7 @@ from security.accounts.models import Account
 from security.audit.models import AuditEntry
 from security.clock import utc
 from security.credentials.services import AuditTag as CredentialTag
-from security.db import is_sqlite, table_of
+from security.db import DriverStatement, is_sqlite, table_of
 from security.locks.bruteforce import FailureState, failures_in_window
 from security.risk.familiarity import (
     IP_LEVELS,
@@ -302,7 +301,7 @@ def _timestamp(text: str) -> datetime:
     return utc(datetime.fromisoformat(text))
 
 
-def stored_answer(probe: Row[Any]) -> tuple[str | None, str, dict[str, Any] | None] | None:
+def stored_answer(probe: Probe) -> tuple[str | None, str, dict[str, Any] | None] | None:
     """A probe's ``stored`` column (``PROBE_STORED_ANSWER``): the earlier event's request hash, kind and
     stored answer, or None when no event used the id."""
     if probe.stored is None:
@@ -316,6 +315,15 @@ def _deny_listed_column(kind: DenyListKind, value: str, name: str) -> Any:
         _D.kind == _sql(kind), _D.value == bindparam(value),
         or_(_D.expires_at.is_(None), _D.expires_at > bindparam("at")),
     ).label(name)
+
+
+#: A probe's one row (:class:`~security.db.DriverStatement` row): attributes named after its columns.
+Probe: TypeAlias = Any
+
+
+@functools.cache
+def _probe_driver(*parts: str, sqlite: bool) -> DriverStatement:
+    return DriverStatement(probe_statement(*parts, sqlite=sqlite))
 
 
 @functools.cache
@@ -373,7 +381,7 @@ def _listed_value(value: str | None) -> str | None:
     return value.strip().lower() if value else None
 
 
-def travel(ctx: Context, occurred_at: datetime, probe: Row[Any]) -> tuple[float | None, float | None, str | None]:
+def travel(ctx: Context, occurred_at: datetime, probe: Probe) -> tuple[float | None, float | None, str | None]:
     """(speed km/h, distance km, explanation) to the faster of the neighbouring logins in ``probe``."""
     if ctx.lat is None or ctx.lon is None:
         return None, None, None
@@ -399,7 +407,7 @@ _DELTA_COLUMNS: Final = ("scope", "level", "value", "count", "children")
 
 
 @functools.cache
-def _counter_upsert(*, sqlite: bool) -> Any:
+def _counter_upsert(*, sqlite: bool) -> DriverStatement:
     """Add ``count`` and ``children`` to counter rows, creating them at those values (built once).
 
     SQLite: one row's values per execution (an executemany). PostgreSQL: every row in one execution, as
@@ -417,15 +425,15 @@ def _counter_upsert(*, sqlite: bool) -> Any:
             list(_DELTA_COLUMNS),
             select(*(deltas.c[name] for name in _DELTA_COLUMNS)).order_by(deltas.c.scope, deltas.c.level,
                                                                          deltas.c.value))
-    return statement.on_conflict_do_update(
+    return DriverStatement(statement.on_conflict_do_update(
         index_elements=[table.c.scope, table.c.level, table.c.value],
         set_={"count": table.c.count + statement.excluded.count,
               "children": table.c.children + statement.excluded.children},
-    )
+    ))
 
 
 @functools.cache
-def _counts_statement(keys: int, *, sqlite: bool) -> Select[Any]:
+def _counts_statement(keys: int, *, sqlite: bool) -> DriverStatement:
     """The counter read of :meth:`FeatureStore._counts` for ``keys`` (level, value) pairs (built once per
     count; parameters ``account_id``, ``shard``, ``l0``/``v0``... in key order)."""
     counter = FamiliarityCount
@@ -450,11 +458,11 @@ def _counts_statement(keys: int, *, sqlite: bool) -> Select[Any]:
             select(counter).where(literal_column(SHARD_ROWS_PG), asked),
         ).subquery("c")
     scope = case((rows.c.scope == account_id, rows.c.scope), else_=literal_column("''"))
-    return select(
+    return DriverStatement(select(
         scope, rows.c.level, rows.c.value,
         cast(func.sum(rows.c.count), BigInteger), cast(func.sum(rows.c.children), BigInteger),
         func.max(case((rows.c.scope == bindparam("shard"), literal_column("1")), else_=literal_column("0"))),
-    ).group_by(scope, rows.c.level, rows.c.value)
+    ).group_by(scope, rows.c.level, rows.c.value))
 
 
 class FeatureStore:
@@ -471,10 +479,10 @@ class FeatureStore:
 
     def _probe(self, account_id: str, ctx: Context, occurred_at: datetime, at: datetime, *,
                tx: TransactionInput | None = None, stored: tuple[Any, str] | None = None,
-               ip_failures: bool = False) -> Row[Any]:
+               ip_failures: bool = False) -> Probe:
         parts = (((PROBE_TRANSACTION,) if tx else ()) + ((PROBE_STORED_ANSWER,) if stored else ())
                  + ((PROBE_IP_FAILURES,) if ip_failures else ()))
-        statement = probe_statement(*parts, sqlite=is_sqlite(self._session))
+        statement = _probe_driver(*parts, sqlite=is_sqlite(self._session))
         params: dict[str, Any] = {"account_id": account_id, "occurred_at": occurred_at, "at": at,
                                   "ip": _listed_value(ctx.ip)}
         if tx:
@@ -484,10 +492,11 @@ class FeatureStore:
             params.update(client_id=stored[0], event_id=stored[1])
         if ip_failures:
             params.update(fail_ip=ctx.ip, fail_since=at - self._bf.ip_window)
-        return self._session.execute(statement, params).one()
+        (row,) = statement.execute(self._session, params)
+        return row
 
     def login_probe(self, *, account_id: str, ctx: Context, occurred_at: datetime, received_at: datetime,
-                    stored: tuple[Any, str] | None = None) -> Row[Any]:
+                    stored: tuple[Any, str] | None = None) -> Probe:
         """The facts :meth:`login_features` needs from history in one round trip: the place features and,
         unless kept from an earlier :meth:`ip_failures` call, the IP's failed logins. ``stored`` (client id,
         event id): also what an earlier event with that id stored (:func:`stored_answer`)."""
@@ -496,7 +505,7 @@ class FeatureStore:
                            ip_failures=bool(ctx.ip) and not kept)
 
     def transaction_probe(self, *, account_id: str, tx: TransactionInput, ctx: Context, occurred_at: datetime,
-                          received_at: datetime, client_id: Any, event_id: str) -> Row[Any]:
+                          received_at: datetime, client_id: Any, event_id: str) -> Probe:
         """The facts :meth:`transaction_features` needs, and what an earlier event with this client's
         ``event_id`` stored (:func:`stored_answer`), in one round trip."""
         return self._probe(account_id, ctx, occurred_at, received_at, tx=tx, stored=(client_id, event_id))
@@ -520,8 +529,7 @@ class FeatureStore:
         params: dict[str, str] = {"account_id": account_id, "shard": shard}
         for i, (level, value) in enumerate(wanted):
             params[f"l{i}"], params[f"v{i}"] = level, value
-        statement = _counts_statement(len(wanted), sqlite=is_sqlite(self._session))
-        rows = self._session.execute(statement, params)
+        rows = _counts_statement(len(wanted), sqlite=is_sqlite(self._session)).execute(self._session, params)
         out: CountMap = {}
         for stored, level, value, count, children, in_shard in rows:
             out[(stored, level, value)] = Tally(count, children)
@@ -617,12 +625,15 @@ class FeatureStore:
             for level, value in zip(levels[1:], values[1:], strict=True):
                 add((scope, level, value), int(new_finest))
                 add((scope, level, TOTAL_ROW), int((scope, level, value) not in existing))
-        ordered = [(*key, *delta) for key, delta in sorted(deltas.items())]
+        self._add_to_counters([(*key, delta[0], delta[1]) for key, delta in sorted(deltas.items())])
+
+    def _add_to_counters(self, ordered: Sequence[tuple[str, str, str, int, int]]) -> None:
+        """Add the (scope, level, value, count, children) deltas, in key order, to the counter rows."""
         if is_sqlite(self._session):
-            self._session.execute(_counter_upsert(sqlite=True), [dict(zip(_DELTA_COLUMNS, row, strict=True))
+            _counter_upsert(sqlite=True).execute(self._session, [dict(zip(_DELTA_COLUMNS, row, strict=True))
                                                                  for row in ordered])
         else:
-            self._session.execute(_counter_upsert(sqlite=False), {
+            _counter_upsert(sqlite=False).execute(self._session, {
                 name: [row[i] for row in ordered] for i, name in enumerate(_DELTA_COLUMNS)})
 
     def ip_failures(self, ip: str, at: datetime, window: timedelta, *,
@@ -654,7 +665,7 @@ class FeatureStore:
         received_at: datetime,
         counter: FailureState,
         current_failed: bool,
-        probe: Row[Any] | None = None,
+        probe: Probe | None = None,
     ) -> Features:
         """Features for a login; ``current_failed`` counts this attempt in the IP figures. ``probe``: read
         already by :meth:`login_probe` (for the same login)."""
@@ -685,7 +696,7 @@ class FeatureStore:
         values["account_age_days"] = _age_days(account, occurred_at)
         return Features(values, explanations=explanations)
 
-    def _place_features(self, account_id: str, ctx: Context, occurred_at: datetime, probe: Row[Any],
+    def _place_features(self, account_id: str, ctx: Context, occurred_at: datetime, probe: Probe,
                         explanations: dict[str, str],
                         counts: CountMap | None = None,
                         ) -> dict[str, FeatureValue]:
@@ -705,7 +716,7 @@ class FeatureStore:
 
     def transaction_features(self, *, account: Account, tx: TransactionInput, ctx: Context,
                              occurred_at: datetime, received_at: datetime,
-                             probe: Row[Any] | None = None) -> Features:
+                             probe: Probe | None = None) -> Features:
         """Features for an outgoing transaction (``probe``: read already by :meth:`transaction_probe`)."""
         values: dict[str, FeatureValue] = {}
         explanations: dict[str, str] = {}
@@ -776,7 +787,7 @@ class FeatureStore:
 
 
 def _since_sensitive_change(account: Account, occurred_at: datetime,
-                            probe: Row[Any]) -> tuple[float | None, str | None]:
+                            probe: Probe) -> tuple[float | None, str | None]:
     """Hours since the latest sensitive change (backend event, Foxguard MFA change or password set)."""
     candidates: list[tuple[datetime, str]] = []
     if probe.change is not None:

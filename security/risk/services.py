@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel
-from sqlalchemy import Insert, Row, Table, bindparam, func, insert, select, text
+from sqlalchemy import Table, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
@@ -32,7 +32,7 @@ from security.audit.services import AuditLog
 from security.clients.services import CLIENT_ACTIVE, REVOKED_MESSAGE, ClientRevoked
 from security.clock import Clock, utc
 from security.credentials.passwords import Verification
-from security.db import is_sqlite, table_of
+from security.db import DriverStatement, is_sqlite, table_of
 from security.delivery.outbox import Outbox
 from security.errors import AccountNotFound, Conflict, InvalidInput, TooManyRequests
 from security.locks.bruteforce import FailureState, ip_throttle, register_failure, register_success
@@ -41,7 +41,7 @@ from security.locks.services import LockService
 from security.locks.states import AccountStatus, LockKind, RequiredAction
 from security.risk.engine import Assessment, Reason, evaluate
 from security.risk.familiarity import UNKNOWN, parse_user_agent
-from security.risk.feature_store import Context, FeatureStore, TransactionInput, stored_answer
+from security.risk.feature_store import Context, FeatureStore, Probe, TransactionInput, stored_answer
 from security.risk.features import FEATURE_TYPES, EventKind, Features, FeatureType, FeatureValue
 from security.risk.models import Assessment as AssessmentRow
 from security.risk.models import LoginOutcome, RiskAlert, RiskEvent
@@ -64,8 +64,9 @@ SECRET_FIELDS: Final = frozenset({"password", "totp_code", "recovery_code"})
 #: The e-mail/SMS telling the owner about a sign-in from a new device (security/delivery/templates).
 NEW_DEVICE_TEMPLATE: Final = "new_device_login"
 # Built once: the hot path executes them as they are (no statement construction, a memoised cache key).
-EVENT_INSERT: Final = insert(table_of(RiskEvent))
-ASSESSMENT_INSERT: Final = insert(table_of(AssessmentRow))
+# Every column is given (see RiskService._record), so the statements compile without parameters.
+EVENT_INSERT: Final = DriverStatement(insert(table_of(RiskEvent)))
+ASSESSMENT_INSERT: Final = DriverStatement(insert(table_of(AssessmentRow)))
 #: The account's password hash (read without a lock, before the password work).
 PASSWORD_HASH: Final = select(Account.password_hash).where(Account.id == bindparam("id"))
 
@@ -376,7 +377,7 @@ class RiskService:
         self, account: Account | None, account_id: str, ctx: Context, occurred: datetime, now: datetime,
         client_id: uuid.UUID | None, *, payload: BaseModel, succeeded: bool,
         second: SecondFactorOutcome, event_id: str | None = None, hash_: str | None = None,
-        probe: Row[Any] | None = None,
+        probe: Probe | None = None,
     ) -> Outcome:
         """``probe``: the login's :meth:`FeatureStore.login_probe`, read already."""
         # Unknown account ids get counters too, so their answers carry the same velocity reasons as a
@@ -707,14 +708,14 @@ class RiskService:
             # One statement, one round trip: both inserts, the event's as a data-modifying CTE (the
             # assessment's foreign key is checked at the end of the statement).
             params = {**{f"e_{k}": v for k, v in event.items()}, **{f"a_{k}": v for k, v in assessment.items()}}
-            self._session.execute(_record_statement(), params)
+            _record_statement().execute(self._session, params)
             return
-        self._session.execute(EVENT_INSERT, [event])
-        self._session.execute(ASSESSMENT_INSERT, [assessment])
+        EVENT_INSERT.execute(self._session, event)
+        ASSESSMENT_INSERT.execute(self._session, assessment)
 
 
 @functools.cache
-def _record_statement() -> Insert:
+def _record_statement() -> DriverStatement:
     """PostgreSQL: the event and its assessment in one statement (built once).
 
     Parameters: ``e_<column>`` for the event, ``a_<column>`` for the assessment.
@@ -724,7 +725,7 @@ def _record_statement() -> Insert:
 
     events, assessments = table_of(RiskEvent), table_of(AssessmentRow)
     event = insert(events).values(values(events, "e_")).cte("ev")
-    return insert(assessments).values(values(assessments, "a_")).add_cte(event)
+    return DriverStatement(insert(assessments).values(values(assessments, "a_")).add_cte(event))
 
 
 def replay_decisions(

@@ -65,7 +65,7 @@ def test_shard_rows_are_read_through_the_partial_index(db_session: Session) -> N
     params: dict[str, str] = {"account_id": "acct-1", "shard": global_shard("acct-1")}
     for i, (level, value) in enumerate(keys):
         params[f"l{i}"], params[f"v{i}"] = level, value
-    statement = _counts_statement(len(keys), sqlite=False).compile(bind=db_session.get_bind())
+    statement = _counts_statement(len(keys), sqlite=False).statement.compile(bind=db_session.get_bind())
     db_session.execute(text("SET LOCAL enable_seqscan = off"))  # the test table is tiny
     plan = "\n".join(db_session.connection().exec_driver_sql(f"EXPLAIN {statement}", params).scalars())
     assert "ix_risk_familiarity_counts_shards" in plan
