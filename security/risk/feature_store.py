@@ -275,7 +275,7 @@ def _ip_failures(ip: str, since: str) -> Select[datetime, str]:
 
 
 #: Failed logins from ``ip`` received in (``since``, ``at``], newest first (brute force across accounts).
-IP_FAILURES: Final = _ip_failures("ip", "since")
+IP_FAILURES: Final = DriverStatement(_ip_failures("ip", "since"))
 
 
 def ip_failures_from_json(rows: Sequence[Sequence[Any]]) -> list[tuple[datetime, str]]:
@@ -647,7 +647,7 @@ class FeatureStore:
         kept = self._ip_failures.pop(key, None)
         if kept is not None:
             return kept
-        rows = self._session.execute(IP_FAILURES, {"ip": ip, "since": at - window, "at": at}).all()
+        rows = IP_FAILURES.execute(self._session, {"ip": ip, "since": at - window, "at": at})
         found = [(utc(r.received_at), r.account_id) for r in rows]
         if keep:
             self._ip_failures[key] = found

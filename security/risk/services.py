@@ -68,7 +68,7 @@ NEW_DEVICE_TEMPLATE: Final = "new_device_login"
 EVENT_INSERT: Final = DriverStatement(insert(table_of(RiskEvent)))
 ASSESSMENT_INSERT: Final = DriverStatement(insert(table_of(AssessmentRow)))
 #: The account's password hash (read without a lock, before the password work).
-PASSWORD_HASH: Final = select(Account.password_hash).where(Account.id == bindparam("id"))
+PASSWORD_HASH: Final = DriverStatement(select(Account.password_hash).where(Account.id == bindparam("id")))
 
 
 #: The account, row-locked until the transaction ends.
@@ -248,7 +248,8 @@ class RiskService:
         """
         now = self._clock.now()
         self._check_ip_throttle(_context(body.context), now)  # kept for check_login's features
-        stored = self._session.scalar(PASSWORD_HASH, {"id": body.account_id})
+        found = PASSWORD_HASH.execute(self._session, {"id": body.account_id})
+        stored = found[0].password_hash if found else None
         return StoredPassword(body.account_id, stored, now)
 
     def verify_password(self, stored: StoredPassword, password: str) -> PasswordCheck:
