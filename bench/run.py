@@ -587,6 +587,30 @@ def run_compare(ctx: Context) -> dict[str, Any]:
             "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
 
 
+def run_logins(ctx: Context) -> dict[str, Any]:
+    """``--logins-only``: password login checks alone and the raw argon2id rate, alternating, on the big
+    database of a full run (a quick check of the login-check share after a change)."""
+    from bench.argon2_rate import measure
+
+    plan = ctx.plan
+    big_url, _ = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
+    big = attach(ctx, big_url)
+    rates: dict[str, list[float]] = {"logins": [], "argon2": []}
+    with gunicorn(ctx, SERVICE_APP, "service") as server:
+        for n in range(plan.repeats):
+            rates["logins"].append(loadgen(ctx, server, f"logins_max_{n}", mode="closed", mix="logins",
+                                           key=big.key)["ok_per_s"])
+            verify_stored(ctx, big.engine, f"logins_max_{n}", big.client_id)
+            with settings_env(ctx.env):
+                rates["argon2"].append(measure(plan.workers, plan.argon2_seconds)["parallel_per_s"])
+            print(f"  argon2: {rates['argon2'][-1]}/s with {plan.workers} processes", flush=True)
+    share = median(rates["logins"]) / median(rates["argon2"]) if median(rates["argon2"]) else None
+    return {"login_checks_per_s": rates["logins"], "argon2_parallel_per_s": rates["argon2"],
+            "login_share_of_argon2": round(share, 3) if share is not None else None,
+            "login_met": share is not None and share >= TARGET_LOGIN_SHARE,
+            "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
+
+
 def headline(ctx: Context) -> dict[str, Any]:
     """The numbers the issue asks for, with the targets and whether each is met."""
     steps = ctx.steps
@@ -749,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the 10k-vs-1M comparison, alternating, reusing the big database of a full run")
     parser.add_argument("--compare-only", action="store_true",
                         help="only floor vs service on the event mix, alternating, reusing the big database")
+    parser.add_argument("--logins-only", action="store_true",
+                        help="only login checks and the raw argon2 rate, alternating, reusing the big database")
     for name, default in vars(Plan()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None)
     args = parser.parse_args(argv)
@@ -770,8 +796,9 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.now().astimezone().isoformat(), "machine_before": machine(),
         "uptime": Path("/proc/uptime").read_text().split()[0],
     }
-    if args.sizes_only or args.compare_only:
-        head = run_sizes(ctx) if args.sizes_only else run_compare(ctx)
+    if args.sizes_only or args.compare_only or args.logins_only:
+        head = (run_sizes(ctx) if args.sizes_only else run_compare(ctx) if args.compare_only
+                else run_logins(ctx))
         meta.update(finished_at=datetime.now().astimezone().isoformat(), machine_after=machine())
         (out / "results.json").write_text(json.dumps({"meta": meta, "plan": vars(plan), "headline": head,
                                                       "commands": ctx.commands, "steps": ctx.steps}, indent=2,

@@ -72,7 +72,7 @@ def create_app(
         secret_box=SecretBox(settings.secrets.encryption_keys),
         password_hasher=PasswordHasher(
             time_cost=pw.time_cost, memory_cost_kib=pw.memory_cost_kib, parallelism=pw.parallelism,
-            max_concurrent=pw.max_concurrent_hashes,
+            max_concurrent=pw.hash_slots(),
         ),
         password_policy=PasswordPolicy(
             min_length=pw.min_length, max_length=pw.max_length, min_strength=pw.min_strength

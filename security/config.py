@@ -89,14 +89,30 @@ class PasswordSettings(Section):
     time_cost: int = Field(default=2, ge=1)
     memory_cost_kib: int = Field(default=19_456, ge=8)
     parallelism: int = Field(default=1, ge=1)
-    # Hashes at once per process (0: no limit). One per process suits gunicorn with one worker per core;
-    # more hashes than cores only thrash the CPU caches (security/credentials/passwords.py).
-    max_concurrent_hashes: int = Field(default=1, ge=0)
+    # Hashes at once per process: "cores" (as many as the CPUs this process may run on), a number, or 0 (no
+    # limit). More hashes at once than cores only take turns and thrash each other's memory in the CPU
+    # caches (security/credentials/passwords.py); a cap per core rather than 1 per process lets a worker
+    # that holds most of the keep-alive connections still use every core.
+    max_concurrent_hashes: Annotated[int, Field(ge=0)] | Literal["cores"] = "cores"
     min_length: int = Field(default=8, ge=8)
     max_length: int = Field(default=128, le=1024)
     # zxcvbn score (0-4) a password must reach.
     min_strength: int = Field(default=2, ge=0, le=4)
 
+
+    def hash_slots(self) -> int:
+        """``max_concurrent_hashes`` as a number (0: no limit)."""
+        if self.max_concurrent_hashes == "cores":
+            return available_cores()
+        return self.max_concurrent_hashes
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 class RedisSettings(Section):
     url: str | None = None

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -22,6 +24,19 @@ def test_default_argon2_parameters_are_owasp_strength():
     settings = load_settings("development", environ={})
     assert settings.passwords.memory_cost_kib >= 19_456
     assert settings.passwords.time_cost >= 2
+
+
+def test_argon2_runs_at_most_one_hash_per_core_by_default():
+    default = load_settings("development", environ={}).passwords
+    assert default.max_concurrent_hashes == "cores"
+    assert default.hash_slots() == len(os.sched_getaffinity(0))
+    assert load_settings("development", environ={"FOXGUARD_PASSWORDS__MAX_CONCURRENT_HASHES": "3"}
+                         ).passwords.hash_slots() == 3
+    assert load_settings("development", {"passwords": {"max_concurrent_hashes": 0}}, environ={}
+                         ).passwords.hash_slots() == 0  # no limit
+    for wrong in (-1, "all"):
+        with pytest.raises(ValidationError, match="max_concurrent_hashes"):
+            load_settings("development", {"passwords": {"max_concurrent_hashes": wrong}}, environ={})
 
 
 def test_environment_values_are_typed():
