@@ -6,6 +6,7 @@ The web layer owns the transaction (one session per request, committed or rolled
 
 from __future__ import annotations
 
+import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, Dialect, Engine, MetaData, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -81,18 +82,48 @@ def make_engine(settings: Settings) -> Engine:
         return engine
     if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
-    return create_engine(
+    engine = create_engine(
         url,
         echo=db.echo,
         # Bound values (token digests, e-mail addresses) never appear in exception messages or logs.
         hide_parameters=True,
         pool_size=db.pool_size,
         max_overflow=db.max_overflow,
-        # A dead connection (database restarted) is noticed and replaced instead of failing a request.
-        pool_pre_ping=True,
         pool_timeout=db.connect_timeout_s,
         connect_args={"connect_timeout": db.connect_timeout_s},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection unused for longer than this is tested before a request gets it.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a pooled connection before handing it out, unless it was in use within ``PING_AFTER_IDLE_S``.
+
+    A dead connection (database restarted, a proxy's idle timeout) is then replaced instead of failing a
+    request. ``pool_pre_ping`` would test every checkout: one more round trip per request under load, when
+    every connection comes back within milliseconds and a failure is noticed anyway: the failing request
+    answers 503 (nothing was written) and SQLAlchemy replaces every connection opened before it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return  # new, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            if engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise DisconnectionError("the pooled connection is gone") from error  # the pool reconnects
+            raise
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -148,8 +179,9 @@ class _Compiled:
             merged[name] = process(merged[name])
         return merged if self.order is None else tuple(merged[name] for name in self.order)
 
-    def result_processors(self, dialect: Dialect, description: Any) -> list[tuple[int, Callable[[Any], Any]]]:
+    def result_processors(self, dialect: Dialect, cursor: Any) -> list[tuple[int, Callable[[Any], Any]]]:
         if self.results is None:
+            description = cursor.description
             found = ((i, kind.result_processor(dialect, description[i][1])) for i, kind in enumerate(self.types))
             self.results = [(i, fn) for i, fn in found if fn is not None]
         return self.results
@@ -205,8 +237,9 @@ class DriverStatement:
                     cursor.executemany(sql, parameters)
                 else:
                     cursor.execute(sql, parameters)
-                description = cursor.description
-                rows = cursor.fetchall() if compiled.row is not None and description else []
+                rows = cursor.fetchall() if compiled.row is not None else []
+                # The result types are read once (psycopg builds the description anew on every access).
+                processors = compiled.result_processors(dialect, cursor) if rows else []
             except dialect.loaded_dbapi.Error as error:
                 lost = dialect.is_disconnect(error, dbapi_connection, cursor)
                 if lost:
@@ -220,7 +253,6 @@ class DriverStatement:
             cursor.close()
         if not rows:
             return []
-        processors = compiled.result_processors(dialect, description)
         make = compiled.row
         assert make is not None  # noqa: S101 - rows were only fetched for a statement with columns
         if not processors:
