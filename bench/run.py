@@ -45,7 +45,7 @@ from typing import Any, Final
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from bench.stats import cpu_seconds
+from bench.stats import cpu_seconds, worker_cpu_seconds
 
 ROOT: Final = Path(__file__).absolute().parent.parent
 VENV_BIN: Final = Path(sys.executable).parent
@@ -236,10 +236,10 @@ def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key
         command += ["--key", key]
         shown += ["--key", "$BENCH_KEY"]
     ctx.commands.append(" ".join(shlex.quote(c) for c in shown))
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before, workers_before = cpu_seconds(server.pid), worker_cpu_seconds(server.pid)
     with pg_waits(ctx.engine) as waits:
         subprocess.run(command, cwd=ROOT, env=ctx.env, check=True, stdout=subprocess.DEVNULL)
-    cpu_after = cpu_seconds(server.pid)
+    cpu_after, workers_after = cpu_seconds(server.pid), worker_cpu_seconds(server.pid)
     summary: dict[str, Any] = json.loads((ctx.out / f"{name}.json").read_text())
     if waits:
         summary["pg_sessions"] = waits
@@ -250,10 +250,16 @@ def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key
         summary["cpu_ms_per_request"] = {
             role: round(1000 * (cpu_after[role] - cpu_before[role]) / sent, 3) for role in cpu_after}
         summary["cpu_ms_per_request"]["loadgen"] = round(1000 * summary["loadgen_cpu_s"] / sent, 3)
+    # How the work split between the workers: keep-alive connections stay with the worker that accepted
+    # them, and one worker's Python runs one thread at a time (the GIL), so an uneven split caps the rate.
+    used = {pid: workers_after[pid] - workers_before.get(pid, 0.0) for pid in workers_after}
+    total = sum(used.values())
+    summary["worker_cpu_share"] = sorted((round(u / total, 2) for u in used.values()), reverse=True) if total else []
     (ctx.out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str))
     ctx.steps[name] = summary
     print(f"  {name}: {summary['ok_per_s']} ok/s, p50/p99 {summary['latency'].get('p50_ms')}/"
-          f"{summary['latency'].get('p99_ms')} ms, status {summary['status']}, load {summary['machine_after']}",
+          f"{summary['latency'].get('p99_ms')} ms, status {summary['status']}, workers' CPU split "
+          f"{summary['worker_cpu_share']}, load {summary['machine_after']}",
           flush=True)
     return summary
 

@@ -58,6 +58,13 @@ def children_of(parent_pid: int) -> list[int]:
     return sorted(pid for pid, _, fields in processes() if int(fields[1]) == parent_pid)
 
 
+def worker_cpu_seconds(server_pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each of gunicorn's workers (the master's children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    workers = set(children_of(server_pid))
+    return {pid: (int(fields[11]) + int(fields[12])) / tick for pid, _, fields in processes() if pid in workers}
+
+
 def cpu_seconds(server_pid: int) -> dict[str, float]:
     """CPU seconds (user + system) used so far by the app under test (gunicorn's master and workers) and
     by the local PostgreSQL server (all its processes; SQLite runs inside the app)."""
