@@ -158,6 +158,9 @@ class _Compiled:
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)  # noqa: S101 - Core SELECT/INSERT statements only
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            # Their SQL is only final per execution (an IN list's length); session.execute handles them.
+            raise ValueError("DriverStatement takes no expanding or literal-execute parameters")
         self.sql = str(compiled)
         # The statement's own values (limits, literals); named parameters come with each execution.
         self.defaults = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}

@@ -104,6 +104,13 @@ def test_a_driver_error_is_sqlalchemys_with_the_parameters_hidden(db_session: Se
     assert DriverStatement(FIRST_TWO).execute(db_session, {"account_id": "driver-1"})  # the transaction goes on
 
 
+def test_a_statement_whose_sql_changes_per_execution_is_refused(db_session: Session) -> None:
+    in_list = select(RiskEvent.id).where(RiskEvent.event_id.in_(bindparam("ids", expanding=True)))
+
+    with pytest.raises(ValueError, match="expanding"):
+        DriverStatement(in_list).execute(db_session, {"ids": ["a", "b"]})
+
+
 @pytest.mark.postgres
 def test_a_lost_connection_is_invalidated(settings: Settings) -> None:
     engine = make_engine(settings)
