@@ -99,7 +99,6 @@ class PasswordSettings(Section):
     # zxcvbn score (0-4) a password must reach.
     min_strength: int = Field(default=2, ge=0, le=4)
 
-
     def hash_slots(self) -> int:
         """``max_concurrent_hashes`` as a number (0: no limit)."""
         if self.max_concurrent_hashes == "cores":
@@ -113,6 +112,7 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
 
 class RedisSettings(Section):
     url: str | None = None

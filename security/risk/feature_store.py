@@ -301,6 +301,10 @@ def _timestamp(text: str) -> datetime:
     return utc(datetime.fromisoformat(text))
 
 
+#: A probe's one row (:class:`~security.db.DriverStatement` row): attributes named after its columns.
+Probe: TypeAlias = Any
+
+
 def stored_answer(probe: Probe) -> tuple[str | None, str, dict[str, Any] | None] | None:
     """A probe's ``stored`` column (``PROBE_STORED_ANSWER``): the earlier event's request hash, kind and
     stored answer, or None when no event used the id."""
@@ -315,10 +319,6 @@ def _deny_listed_column(kind: DenyListKind, value: str, name: str) -> Any:
         _D.kind == _sql(kind), _D.value == bindparam(value),
         or_(_D.expires_at.is_(None), _D.expires_at > bindparam("at")),
     ).label(name)
-
-
-#: A probe's one row (:class:`~security.db.DriverStatement` row): attributes named after its columns.
-Probe: TypeAlias = Any
 
 
 @functools.cache
