@@ -45,7 +45,7 @@ from typing import Any, Final
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from bench.stats import cpu_seconds, worker_cpu_seconds
+from bench.stats import cpu_seconds
 
 ROOT: Final = Path(__file__).absolute().parent.parent
 VENV_BIN: Final = Path(sys.executable).parent
@@ -236,10 +236,10 @@ def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key
         command += ["--key", key]
         shown += ["--key", "$BENCH_KEY"]
     ctx.commands.append(" ".join(shlex.quote(c) for c in shown))
-    cpu_before, workers_before = cpu_seconds(server.pid), worker_cpu_seconds(server.pid)
+    cpu_before, workers_before = cpu_seconds(server.pid)
     with pg_waits(ctx.engine) as waits:
         subprocess.run(command, cwd=ROOT, env=ctx.env, check=True, stdout=subprocess.DEVNULL)
-    cpu_after, workers_after = cpu_seconds(server.pid), worker_cpu_seconds(server.pid)
+    cpu_after, workers_after = cpu_seconds(server.pid)
     summary: dict[str, Any] = json.loads((ctx.out / f"{name}.json").read_text())
     if waits:
         summary["pg_sessions"] = waits
@@ -541,6 +541,17 @@ def attach(ctx: Context, url: str) -> Prepared:
     return Prepared(engine, key, client_id, {"stored_events": stored, "reused": True})
 
 
+def attach_big(ctx: Context) -> Prepared:
+    """:func:`attach` to the backend's big database (the ``--*-only`` modes reuse a full run's)."""
+    big_url, _ = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
+    return attach(ctx, big_url)
+
+
+def verified(ctx: Context) -> bool:
+    """Whether every step's acknowledged events were found stored (see :func:`verify_stored`)."""
+    return all(v["ok"] for v in ctx.steps.get("verification", {}).values())
+
+
 def run_sizes(ctx: Context) -> dict[str, Any]:
     """``--sizes-only``: the stored-history size effect alone, small and big databases alternating.
 
@@ -568,15 +579,14 @@ def run_sizes(ctx: Context) -> dict[str, Any]:
             "size_drift": round(drift, 3) if drift is not None else None,
             "size_met": drift is not None and abs(drift) <= TARGET_SIZE_DRIFT,
             "stored_small": small.timings["stored_events"], "stored_big": big.timings["stored_events"],
-            "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
+            "verification_ok": verified(ctx)}
 
 
 def run_compare(ctx: Context) -> dict[str, Any]:
     """``--compare-only``: floor and service on the event mix, alternating, on the big database of a full
     run (a quick check of the throughput ratio after a change; the full run records the numbers)."""
     plan = ctx.plan
-    big_url, _ = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
-    big = attach(ctx, big_url)
+    big = attach_big(ctx)
     rates: dict[str, list[float]] = {"floor": [], "service": []}
     with gunicorn(ctx, FLOOR_APP, "floor") as floor, gunicorn(ctx, SERVICE_APP, "service") as server:
         for n in range(plan.repeats):
@@ -590,7 +600,7 @@ def run_compare(ctx: Context) -> dict[str, Any]:
     return {"floor_per_s": rates["floor"], "service_per_s": rates["service"],
             "ratio_service_to_floor": round(ratio, 3) if ratio is not None else None,
             "ratio_met": ratio is not None and ratio >= TARGET_RATIO,
-            "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
+            "verification_ok": verified(ctx)}
 
 
 def run_logins(ctx: Context) -> dict[str, Any]:
@@ -599,8 +609,7 @@ def run_logins(ctx: Context) -> dict[str, Any]:
     from bench.argon2_rate import measure
 
     plan = ctx.plan
-    big_url, _ = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
-    big = attach(ctx, big_url)
+    big = attach_big(ctx)
     rates: dict[str, list[float]] = {"logins": [], "argon2": []}
     with gunicorn(ctx, SERVICE_APP, "service") as server:
         for n in range(plan.repeats):
@@ -614,7 +623,7 @@ def run_logins(ctx: Context) -> dict[str, Any]:
     return {"login_checks_per_s": rates["logins"], "argon2_parallel_per_s": rates["argon2"],
             "login_share_of_argon2": round(share, 3) if share is not None else None,
             "login_met": share is not None and share >= TARGET_LOGIN_SHARE,
-            "verification_ok": all(v["ok"] for v in ctx.steps.get("verification", {}).values())}
+            "verification_ok": verified(ctx)}
 
 
 def headline(ctx: Context) -> dict[str, Any]:
@@ -652,7 +661,7 @@ def headline(ctx: Context) -> dict[str, Any]:
         "size_drift": round(drift, 3) if drift is not None else None,
         "size_met": drift is not None and abs(drift) <= TARGET_SIZE_DRIFT,
         "rss": rss,
-        "verification_ok": all(v["ok"] for v in steps.get("verification", {}).values()),
+        "verification_ok": verified(ctx),
     }
 
 

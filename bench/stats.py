@@ -58,26 +58,23 @@ def children_of(parent_pid: int) -> list[int]:
     return sorted(pid for pid, _, fields in processes() if int(fields[1]) == parent_pid)
 
 
-def worker_cpu_seconds(server_pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) used so far by each of gunicorn's workers (the master's children)."""
+def cpu_seconds(server_pid: int) -> tuple[dict[str, float], dict[int, float]]:
+    """CPU seconds (user + system) used so far by the app under test (gunicorn's master and workers) and
+    by the local PostgreSQL server (all its processes; SQLite runs inside the app), and by each of
+    gunicorn's workers (the master's children), from one reading of /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     workers = set(children_of(server_pid))
-    return {pid: (int(fields[11]) + int(fields[12])) / tick for pid, _, fields in processes() if pid in workers}
-
-
-def cpu_seconds(server_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by the app under test (gunicorn's master and workers) and
-    by the local PostgreSQL server (all its processes; SQLite runs inside the app)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    app = {server_pid, *children_of(server_pid)}
     used = {"app": 0.0, "postgres": 0.0}
+    per_worker: dict[int, float] = {}
     for pid, name, fields in processes():
         seconds = (int(fields[11]) + int(fields[12])) / tick
-        if pid in app:
+        if pid in workers:
+            per_worker[pid] = seconds
+        if pid == server_pid or pid in workers:
             used["app"] += seconds
         elif name.startswith("postgres"):
             used["postgres"] += seconds
-    return used
+    return used, per_worker
 
 
 def memory_kib(pid: int) -> dict[str, int] | None:
