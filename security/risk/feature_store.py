@@ -323,12 +323,12 @@ def _deny_listed_column(kind: DenyListKind, value: str, name: str) -> Any:
 
 @functools.cache
 def _probe_driver(*parts: str, sqlite: bool) -> DriverStatement:
+    """:func:`probe_statement` for the driver's cursor (built once per shape and backend)."""
     return DriverStatement(probe_statement(*parts, sqlite=sqlite))
 
 
-@functools.cache
 def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
-    """One round trip for the facts an event's features need (built once per shape and backend).
+    """One round trip for the facts an event's features need.
 
     Always: the neighbouring successful logins with coordinates before and after the event (travel) and
     whether the IP is deny-listed. With ``PROBE_TRANSACTION``: whether the payee was paid before, whether
