@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.balance import balanced
 from bench.dataset import utc_now
 from bench.rawhttp import HttpError, RawClient
 from bench.stats import children_of, machine, memory_kib, summarize
@@ -45,6 +46,9 @@ REQUEST_TIMEOUT_S = 30.0
 #: Upper bound on simultaneously open connections in open mode (arrivals beyond it wait in the client,
 #: and that wait counts in their latency because it is measured from the scheduled time).
 OPEN_MODE_MAX_CONNECTIONS = 64
+#: Open mode with ``--balance-pid``: connections opened (evenly over the workers) before the first arrival;
+#: more are opened, unbalanced, only when that many requests are in flight at once.
+OPEN_MODE_BALANCED_CONNECTIONS = 16
 ERROR_STATUS = 0  # recorded for transport errors and timeouts
 
 
@@ -158,6 +162,7 @@ class Driver:
         self.http: Client | None = None
         self.t0 = 0.0
         self.clock_skew = 0.0
+        self.balance: dict[str, Any] | None = None
 
     def workload(self, stream: int) -> Workload:
         return Workload(seed=self.args.seed, accounts=self.args.accounts, mix=self.mix,
@@ -177,20 +182,35 @@ class Driver:
         self.records.append(Record(req.op, scheduled, sent, done, status, req.ident))
 
     @asynccontextmanager
-    async def client(self, connections: int) -> AsyncIterator[Client]:
+    async def client(self, connections: int, *, balanced_connections: int) -> AsyncIterator[Client]:
+        """The HTTP client; with ``--balance-pid``, holding ``balanced_connections`` connections spread
+        evenly over that gunicorn master's workers (see :mod:`bench.balance`). The run's clock starts
+        once the client is ready."""
         headers = {"Authorization": f"Bearer {self.args.key}"} if self.args.key else {}
-        client: Client = (
-            RawClient(self.args.base_url, headers=headers, max_connections=connections, timeout=REQUEST_TIMEOUT_S)
-            if self.args.client == "raw"
-            else HttpxClient(self.args.base_url, headers=headers, max_connections=connections)
-        )
+        client: Client
+        if self.args.client == "raw":
+            raw = RawClient(self.args.base_url, headers=headers, max_connections=connections,
+                            timeout=REQUEST_TIMEOUT_S)
+            if self.args.balance_pid:
+                found = await balanced(raw.connect_with_port, balanced_connections,
+                                       children_of(self.args.balance_pid), raw.port)
+                for spare in found.surplus:
+                    spare.close()
+                raw.adopt(found.connections)
+                self.balance = found.report()
+            client = raw
+        else:
+            if self.args.balance_pid:
+                raise SystemExit("--balance-pid needs the raw client")
+            client = HttpxClient(self.args.base_url, headers=headers, max_connections=connections)
+        self.t0 = time.monotonic()
         try:
             yield client
         finally:
             await client.aclose()
 
     async def closed(self, end: float) -> None:
-        async with self.client(self.args.concurrency) as client:
+        async with self.client(self.args.concurrency, balanced_connections=self.args.concurrency) as client:
             self.http = client
 
             async def one_client(stream: int) -> None:
@@ -207,7 +227,8 @@ class Driver:
         arrivals = random.Random(f"{self.args.seed}:{self.args.run_tag}:arrivals")
         work = self.workload(0)
         tasks: set[asyncio.Task[None]] = set()
-        async with self.client(OPEN_MODE_MAX_CONNECTIONS) as client:
+        async with self.client(OPEN_MODE_MAX_CONNECTIONS,
+                               balanced_connections=OPEN_MODE_BALANCED_CONNECTIONS) as client:
             self.http = client
             scheduled = 0.0
             while True:
@@ -231,7 +252,6 @@ class Driver:
         if sampler:
             sampler.start()
         started = utc_now()
-        self.t0 = time.monotonic()
         end = args.warmup + args.duration
         asyncio.run(self.closed(end) if args.mode == "closed" else self.open(end))
         wall = time.monotonic() - self.t0
@@ -270,6 +290,8 @@ class Driver:
             "machine_after": machine(),
             "loadgen_cpu_s": round(cpu_s, 2),
             "stale_connection_retries": getattr(self.http, "stale_retries", None),
+            "connections_opened_on_demand": getattr(self.http, "opened_on_demand", None),
+            "balance": self.balance,
             "loadgen_cpu_share": round(cpu_s / wall, 3) if wall else None,
             "window_s": args.duration,
             "requests": len(window),
@@ -312,6 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-tag", default=None, help="prefix of event ids (default: time-based)")
     parser.add_argument("--gunicorn-pid", type=int, default=0, help="sample RSS of this master's workers")
     parser.add_argument("--rss-interval", type=float, default=1.0)
+    parser.add_argument("--balance-pid", type=int, default=0,
+                        help="open the connections evenly over this gunicorn master's workers first")
     parser.add_argument("--out", required=True, help="output path without suffix")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="HTTP client: raw (lean keep-alive, default) or httpx")

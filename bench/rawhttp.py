@@ -10,6 +10,7 @@ It speaks just enough HTTP for our two servers: POST with a JSON body, responses
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from urllib.parse import urlsplit
 
 HEADER_END = b"\r\n\r\n"
@@ -41,14 +42,31 @@ class RawClient:
         self._timeout = timeout
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._fixed = f"Host: {parts.netloc}\r\n{extra}Content-Type: application/json\r\n"
-        self._idle: list[Connection] = []
+        #: Idle kept-alive connections, taken oldest first: every connection gets its turn, so the load
+        #: spreads over the server's workers the way the connections do (see :meth:`adopt`).
+        self._idle: deque[Connection] = deque()
         self._slots = asyncio.Semaphore(max_connections)
         #: Requests re-sent because the server had closed an idle kept-alive connection (see ``post``).
         self.stale_retries = 0
+        #: Connections opened because none was idle (beyond those given to :meth:`adopt`).
+        self.opened_on_demand = 0
+
+    @property
+    def port(self) -> int:
+        return self._port
 
     async def _connect(self) -> Connection:
         reader, writer = await asyncio.open_connection(self._host, self._port)
         return Connection(reader, writer)
+
+    async def connect_with_port(self) -> tuple[Connection, int]:
+        """A new connection (not pooled) and its local port, for :func:`bench.balance.balanced`."""
+        connection = await self._connect()
+        return connection, connection.writer.get_extra_info("sockname")[1]
+
+    def adopt(self, connections: list[Connection]) -> None:
+        """Pool these open connections (used in this order, then round and round)."""
+        self._idle.extend(connections)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """Send one request; a request that met a connection the server had already closed is re-sent once.
@@ -60,7 +78,11 @@ class RawClient:
         """
         async with self._slots:
             reused = bool(self._idle)
-            connection = self._idle.pop() if reused else await self._connect()
+            if reused:
+                connection = self._idle.popleft()
+            else:
+                self.opened_on_demand += 1
+                connection = await self._connect()
             try:
                 try:
                     result = await asyncio.wait_for(self._exchange(connection, path, body), self._timeout)

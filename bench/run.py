@@ -231,6 +231,8 @@ def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key
         command += ["--rate", f"{rate:.2f}"]
     if rss:
         command += ["--gunicorn-pid", str(server.pid)]
+    if not ctx.args.unbalanced:
+        command += ["--balance-pid", str(server.pid)]
     shown = [*command]
     if key:
         command += ["--key", key]
@@ -259,7 +261,8 @@ def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key
     ctx.steps[name] = summary
     print(f"  {name}: {summary['ok_per_s']} ok/s, p50/p99 {summary['latency'].get('p50_ms')}/"
           f"{summary['latency'].get('p99_ms')} ms, status {summary['status']}, workers' CPU split "
-          f"{summary['worker_cpu_share']}, load {summary['machine_after']}",
+          f"{summary['worker_cpu_share']}, connections {(summary.get('balance') or {}).get('connections_per_worker')}, "
+          f"load {summary['machine_after']}",
           flush=True)
     return summary
 
@@ -788,6 +791,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the 10k-vs-1M comparison, alternating, reusing the big database of a full run")
     parser.add_argument("--compare-only", action="store_true",
                         help="only floor vs service on the event mix, alternating, reusing the big database")
+    parser.add_argument("--unbalanced", action="store_true",
+                        help="let the workers' accept race place the load generator's connections (the default "
+                             "opens them evenly over the workers, see bench/balance.py)")
     parser.add_argument("--logins-only", action="store_true",
                         help="only login checks and the raw argon2 rate, alternating, reusing the big database")
     for name, default in vars(Plan()).items():

@@ -102,6 +102,9 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
         assert step["requests"] > 0, name
         assert set(step["status"]) == {"200"}, (name, step["status"])
         assert step["latency"]["p99_ms"] >= step["latency"]["p50_ms"] > 0
+        # The generator's connections were spread evenly over the workers before the load began.
+        held = step["balance"]["connections_per_worker"]
+        assert len(held) == results["plan"]["workers"] and len(set(held)) == 1 and held[0] > 0, (name, held)
     # The full mix sends all three operations (a one-second smoke step may draw no login check: 5%).
     full_ops = {op for name in ("full_max", "full_open_50", "full_open_80", "long_run")
                 for op in load_steps[name]["by_op"]}
