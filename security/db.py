@@ -6,6 +6,7 @@ The web layer owns the transaction (one session per request, committed or rolled
 
 from __future__ import annotations
 
+import json
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import ClauseElement, Dialect, Engine, MetaData, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -65,6 +67,25 @@ def _prepare_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def json_dumps(value: Any) -> str:
+    """The text of a JSON column (features, rule results, payloads, stored answers: written with every
+    scored event, where orjson takes a fraction of ``json.dumps``'s time). Integers beyond 64 bits, which
+    orjson refuses, are written by ``json.dumps``; what neither can write raises ``TypeError`` as before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """A JSON column's value (the feature probe's history and stored answers are read with every event).
+    ``NaN`` and ``Infinity``, which ``json.dumps`` writes and orjson refuses, are read by ``json.loads``."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(settings: Settings) -> Engine:
     """Create the engine for ``settings.database``."""
     db = settings.database
@@ -76,6 +97,8 @@ def make_engine(settings: Settings) -> Engine:
             url,
             echo=db.echo,
             hide_parameters=True,
+            json_serializer=json_dumps,
+            json_deserializer=json_loads,
             connect_args={"check_same_thread": False, "timeout": db.sqlite_busy_timeout_ms / 1000},
         )
         _prepare_sqlite(engine, db.sqlite_busy_timeout_ms)
@@ -87,6 +110,8 @@ def make_engine(settings: Settings) -> Engine:
         echo=db.echo,
         # Bound values (token digests, e-mail addresses) never appear in exception messages or logs.
         hide_parameters=True,
+        json_serializer=json_dumps,
+        json_deserializer=json_loads,
         pool_size=db.pool_size,
         max_overflow=db.max_overflow,
         pool_timeout=db.connect_timeout_s,

@@ -127,3 +127,35 @@ def test_a_lost_connection_is_invalidated(settings: Settings) -> None:
             assert DriverStatement(FIRST_TWO).execute(session, {"account_id": "nobody"}) == []
     finally:
         engine.dispose()
+
+
+def test_json_columns_round_trip_through_orjson_and_its_fallbacks(db_session: Session) -> None:
+    """The engine's JSON (de)serializer: what the standard library wrote and read, it still does (orjson
+    where it can, ``json`` for integers beyond 64 bits), on both databases and both statement paths."""
+    document = {"amount": "12.50", "score": 7, "ratio": 0.25, "flags": [True, None], "name": "Zoë ✓",
+                "huge": 2**70, "negative": -(2**64), "nested": {"k": [1, {"deep": "x"}]}}
+    INSERT.execute(db_session, event_row(1, account_id="driver-json", payload=document))
+    db_session.add(RiskEvent(**event_row(2, account_id="driver-json", payload={1: "int key"})))
+    db_session.flush()
+
+    rows = DriverStatement(BY_ACCOUNT).execute(db_session, {"account_id": "driver-json"})
+    orm = db_session.scalars(select(RiskEvent).where(RiskEvent.account_id == "driver-json")
+                             .order_by(RiskEvent.occurred_at).execution_options(populate_existing=True)).all()
+
+    assert rows[0].payload == document == orm[0].payload
+    assert rows[1].payload == {"1": "int key"} == orm[1].payload  # as json.dumps writes a non-text key
+
+
+def test_json_codec_matches_the_standard_library() -> None:
+    import json
+
+    from security.db import json_dumps, json_loads
+
+    for value in ({"a": [1, 2.5, None, True, "é"]}, 2**80, [], {"x": {"y": -1e300}}, "\u2028"):
+        assert json.loads(json_dumps(value)) == value
+        assert json_loads(json.dumps(value)) == value
+    assert json_dumps({2: "b", None: "n"}) == json.dumps({2: "b", None: "n"}).replace(", ", ",").replace(": ", ":")
+    nan = json_loads(json.dumps({"v": float("nan"), "w": float("inf")}))  # json.dumps writes these; orjson won't
+    assert nan["v"] != nan["v"] and nan["w"] == float("inf")
+    with pytest.raises(TypeError):
+        json_dumps({"when": object()})  # what neither can write still raises, as json.dumps did
