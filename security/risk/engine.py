@@ -8,6 +8,9 @@ but never count.
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -26,7 +29,6 @@ from security.risk.rules import (
     Rule,
     RuleMode,
     RuleSet,
-    condition_features,
 )
 
 #: Symbols used in human-readable details.
@@ -36,6 +38,11 @@ OP_SYMBOLS: Final = {
 }
 #: Decimal places shown for non-integer numbers in details.
 DETAIL_DECIMALS: Final = 2
+#: The numeric comparisons.
+COMPARE: Final[dict[Op, Callable[[Decimal, Decimal], bool]]] = {
+    Op.GT: operator.gt, Op.GTE: operator.ge, Op.LT: operator.lt, Op.LTE: operator.le,
+    Op.EQ: operator.eq, Op.NE: operator.ne,
+}
 
 
 class RuleOutcome(StrEnum):
@@ -108,6 +115,13 @@ def _number(value: object, feature: str) -> Decimal:
         raise RuleEvaluationError(f"feature {feature!r} is not a finite number") from exc
 
 
+@functools.lru_cache(maxsize=1024, typed=True)
+def _threshold(value: int | float) -> tuple[Decimal, str]:
+    """A rule's numeric threshold as a Decimal and as shown in details (a rule file has few of them, and
+    every event compares against them)."""
+    return _number(value, "threshold"), _format(value)
+
+
 class _Evaluator:
     """Evaluates one condition tree, collecting the observations that explain it."""
 
@@ -156,14 +170,12 @@ class _Evaluator:
             self.observations.append(f"{cmp.feature}={value} ({OP_SYMBOLS[op]} {cmp.value})")
             return value == cmp.value if op is Op.EQ else value != cmp.value
         observed = _number(value, cmp.feature)
-        threshold = _number(cmp.value, "threshold")
-        self.observations.append(f"{cmp.feature}={_format(value)} ({OP_SYMBOLS[op]} {_format(cmp.value)})")
-        comparisons = {
-            Op.GT: observed > threshold, Op.GTE: observed >= threshold,
-            Op.LT: observed < threshold, Op.LTE: observed <= threshold,
-            Op.EQ: observed == threshold, Op.NE: observed != threshold,
-        }
-        return comparisons[op]
+        if isinstance(cmp.value, int | float):
+            threshold, shown = _threshold(cmp.value)
+        else:  # not a validated rule's numeric comparison: _number says why
+            threshold, shown = _number(cmp.value, "threshold"), _format(cmp.value)
+        self.observations.append(f"{cmp.feature}={_format(value)} ({OP_SYMBOLS[op]} {shown})")
+        return COMPARE[op](observed, threshold)
 
     def _outside_corridor(self, feature: str, value: FeatureValue) -> bool:
         home = self.value("home_country")
@@ -186,11 +198,7 @@ def evaluate_rule(ruleset: RuleSet, rule: Rule, features: Features) -> RuleResul
     except (RuleEvaluationError, ArithmeticError, TypeError, ValueError, KeyError) as exc:
         return RuleResult(rule.id, RuleOutcome.ERROR, 0, f"error: {exc}", rule.mode)
     observed = "; ".join(evaluator.observations)
-    extra = [
-        features.explanations[name]
-        for name in sorted(condition_features(rule.condition))
-        if name in features.explanations
-    ]
+    extra = [features.explanations[name] for name in rule.features if name in features.explanations]
     if held:
         detail = f"{rule.description}: {observed}"
         if extra:

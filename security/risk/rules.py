@@ -9,6 +9,7 @@ rules that made it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -181,6 +182,11 @@ class Rule(_Strict):
     condition: Condition
     points: Annotated[int, Field(ge=-SCORE_MAX, le=SCORE_MAX)]
     mode: RuleMode = RuleMode.ENFORCE
+
+    @functools.cached_property
+    def features(self) -> tuple[str, ...]:
+        """The feature names the condition reads, sorted (computed once per rule: the rule is frozen)."""
+        return tuple(sorted(condition_features(self.condition)))
 
 
 class Band(_Strict):
