@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from psycopg.types.json import JsonBinaryLoader, JsonLoader
 from sqlalchemy import ClauseElement, Dialect, Engine, MetaData, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -77,13 +78,28 @@ def json_dumps(value: Any) -> str:
         return json.dumps(value)
 
 
-def json_loads(text: str | bytes) -> Any:
-    """A JSON column's value (the feature probe's history and stored answers are read with every event).
-    ``NaN`` and ``Infinity``, which ``json.dumps`` writes and orjson refuses, are read by ``json.loads``."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+class _OwnJsonLoader(JsonLoader):
+    """PostgreSQL ``json`` values (not the tables' ``jsonb``) parsed with orjson (see ``OwnJSON``)."""
+
+    _loads = staticmethod(orjson.loads)
+
+
+class _OwnJsonBinaryLoader(JsonBinaryLoader):
+    _loads = staticmethod(orjson.loads)
+
+
+def _read_own_json_with_orjson(engine: Engine) -> None:
+    """Parse ``json`` (not ``jsonb``) results with orjson on every connection of ``engine``.
+
+    Every table stores ``jsonb``, read with ``json.loads`` as before (orjson would read a client's
+    integer beyond 64 bits as a float). ``json`` values come only from queries that build them from
+    Foxguard's own columns (:class:`security.types.OwnJSON`: the feature probe, read with every event).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.adapters.register_loader("json", _OwnJsonLoader)
+        dbapi_connection.adapters.register_loader("json", _OwnJsonBinaryLoader)
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -98,7 +114,6 @@ def make_engine(settings: Settings) -> Engine:
             echo=db.echo,
             hide_parameters=True,
             json_serializer=json_dumps,
-            json_deserializer=json_loads,
             connect_args={"check_same_thread": False, "timeout": db.sqlite_busy_timeout_ms / 1000},
         )
         _prepare_sqlite(engine, db.sqlite_busy_timeout_ms)
@@ -111,13 +126,13 @@ def make_engine(settings: Settings) -> Engine:
         # Bound values (token digests, e-mail addresses) never appear in exception messages or logs.
         hide_parameters=True,
         json_serializer=json_dumps,
-        json_deserializer=json_loads,
         pool_size=db.pool_size,
         max_overflow=db.max_overflow,
         pool_timeout=db.connect_timeout_s,
         connect_args={"connect_timeout": db.connect_timeout_s},
     )
     _ping_when_idle(engine)
+    _read_own_json_with_orjson(engine)
     return engine
 
 

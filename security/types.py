@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from sqlalchemy import JSON, DateTime, Dialect, String, TypeDecorator, Uuid
+import orjson
+from sqlalchemy import JSON, DateTime, Dialect, String, Text, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import mapped_column
 
@@ -40,6 +41,25 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class OwnJSON(TypeDecorator[Any]):
+    """JSON that a query builds from Foxguard's own columns (the feature probe's rows), parsed with orjson.
+
+    Not for documents a client sent: orjson reads an integer beyond 64 bits as a float, where the
+    tables' JSON columns (``json.loads``) keep it exact. On PostgreSQL these values have the type ``json``
+    (the tables use ``jsonb``) and the driver has parsed them already (``security.db`` registers orjson
+    for ``json`` only); SQLite returns them as text, parsed here.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite" and isinstance(value, str):
+            return orjson.loads(value)
+        return value
+
 
 # Annotated aliases: ``created_at: Mapped[Timestamp]``.
 Timestamp = Annotated[datetime, mapped_column(UTCDateTime())]

@@ -130,10 +130,11 @@ def test_a_lost_connection_is_invalidated(settings: Settings) -> None:
 
 
 def test_json_columns_round_trip_through_orjson_and_its_fallbacks(db_session: Session) -> None:
-    """The engine's JSON (de)serializer: what the standard library wrote and read, it still does (orjson
-    where it can, ``json`` for integers beyond 64 bits), on both databases and both statement paths."""
+    """The tables' JSON columns: written by orjson (``json`` for integers beyond 64 bits) and read back
+    exactly as sent, on both databases and both statement paths (integers beyond 64 bits stay exact)."""
     document = {"amount": "12.50", "score": 7, "ratio": 0.25, "flags": [True, None], "name": "Zoë ✓",
-                "huge": 2**70, "negative": -(2**64), "nested": {"k": [1, {"deep": "x"}]}}
+                "huge": 2**70 + 1, "negative": -(2**64) - 3, "exact": 12345678901234567890123,
+                "nested": {"k": [1, {"deep": "x"}]}}
     INSERT.execute(db_session, event_row(1, account_id="driver-json", payload=document))
     db_session.add(RiskEvent(**event_row(2, account_id="driver-json", payload={1: "int key"})))
     db_session.flush()
@@ -149,13 +150,30 @@ def test_json_columns_round_trip_through_orjson_and_its_fallbacks(db_session: Se
 def test_json_codec_matches_the_standard_library() -> None:
     import json
 
-    from security.db import json_dumps, json_loads
+    from security.db import json_dumps
 
-    for value in ({"a": [1, 2.5, None, True, "é"]}, 2**80, [], {"x": {"y": -1e300}}, "\u2028"):
+    for value in ({"a": [1, 2.5, None, True, "é"]}, 2**80 + 7, [], {"x": {"y": -1e300}}, "\u2028"):
         assert json.loads(json_dumps(value)) == value
-        assert json_loads(json.dumps(value)) == value
     assert json_dumps({2: "b", None: "n"}) == json.dumps({2: "b", None: "n"}).replace(", ", ",").replace(": ", ":")
-    nan = json_loads(json.dumps({"v": float("nan"), "w": float("inf")}))  # json.dumps writes these; orjson won't
-    assert nan["v"] != nan["v"] and nan["w"] == float("inf")
     with pytest.raises(TypeError):
         json_dumps({"when": object()})  # what neither can write still raises, as json.dumps did
+
+
+def test_json_a_query_builds_is_read_with_orjson_and_the_tables_jsonb_is_not(connection: Connection) -> None:
+    """``OwnJSON`` (the feature probe's columns) is parsed by orjson on both databases; on PostgreSQL only
+    the ``json`` type gets orjson, so the tables' ``jsonb`` (client documents) keeps exact big integers."""
+    from sqlalchemy import func, type_coerce
+
+    from security.types import OwnJSON
+
+    sqlite = connection.dialect.name == "sqlite"
+    built = (func.json_array if sqlite else func.json_build_array)(1, "a", 2.5, None)
+    assert connection.execute(select(type_coerce(built, OwnJSON))).scalar_one() == [1, "a", 2.5, None]
+    if not sqlite:
+        from psycopg.pq import Format
+
+        adapters = connection.connection.dbapi_connection.adapters  # type: ignore[union-attr]
+        loader = adapters.get_loader(adapters.types["json"].oid, Format.TEXT)
+        table_loader = adapters.get_loader(adapters.types["jsonb"].oid, Format.TEXT)
+        assert loader is not None and loader.__name__ == "_OwnJsonLoader"
+        assert table_loader is not None and table_loader.__name__ != "_OwnJsonLoader"

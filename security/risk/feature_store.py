@@ -21,7 +21,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, NamedTuple, TypeAlias
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     BindParameter,
     Select,
@@ -75,6 +74,7 @@ from security.risk.models import (
 )
 from security.risk.rules import BruteForceConfig
 from security.risk.stats import p95, robust_z
+from security.types import OwnJSON
 
 #: The all-users counters are split over shards (stored scopes "*0".."*15", picked by account) so that
 #: concurrent logins of different accounts rarely wait on the same hot counter row; reads sum the
@@ -247,7 +247,7 @@ def _json_rows_column(query: Select[*tuple[Any, ...]], name: str, *, sqlite: boo
         items: Any = func.json_group_array(func.json_array(*fields))
     else:
         items = func.coalesce(func.json_agg(func.json_build_array(*fields)), literal_column("'[]'::json"))
-    return type_coerce(select(items).scalar_subquery(), JSON).label(name)
+    return type_coerce(select(items).scalar_subquery(), OwnJSON).label(name)
 
 
 def _history_column(*, sqlite: bool) -> Any:
@@ -294,7 +294,7 @@ def _first(columns: Sequence[Any], *where: Any, newest: bool, name: str, sqlite:
     a labelled scalar subquery: one index probe for all of them. Timestamps come back as ISO 8601 text."""
     order = (_E.occurred_at.desc(), _E.id.desc()) if newest else (_E.occurred_at, _E.id)
     row = select(_json_array(*columns, sqlite=sqlite)).where(*where).order_by(*order).limit(1)
-    return type_coerce(row.scalar_subquery(), JSON).label(name)
+    return type_coerce(row.scalar_subquery(), OwnJSON).label(name)
 
 
 def _timestamp(text: str) -> datetime:
@@ -372,7 +372,7 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
         earlier = select(_json_array(_E.request_hash, _E.kind, func.json(_E.response) if sqlite else _E.response,
                                      sqlite=sqlite)).where(_E.client_id == bindparam("client_id"),
                                                            _E.event_id == bindparam("event_id"))
-        columns.append(type_coerce(earlier.scalar_subquery(), JSON).label("stored"))
+        columns.append(type_coerce(earlier.scalar_subquery(), OwnJSON).label("stored"))
     return select(*columns)
 
 
