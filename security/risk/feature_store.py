@@ -218,7 +218,8 @@ def _sql(*values: str) -> Any:
 _SHARD_LITERALS: Final[tuple[Any, ...]] = tuple(_sql(*SHARD_SCOPES))
 
 
-#: The account's transactions before ``occurred_at`` and since ``since``, newest first (amounts, velocity).
+#: The account's transactions before ``occurred_at`` and since ``since``, newest first: the amount history
+#: is taken from these.
 TX_HISTORY: Final = (
     select(_E.amount, _E.currency, _E.occurred_at, _E.outcome)
     .where(_E.account_id == bindparam("account_id"), _E.kind == _sql(EventKind.TRANSACTION),
@@ -227,15 +228,24 @@ TX_HISTORY: Final = (
     .limit(TX_HISTORY_LIMIT)
 )
 
+#: The account's transactions in the day before ``occurred_at`` (after ``day_ago``), newest first (velocity):
+#: the same rows :data:`TX_HISTORY` has from that day (``day_ago`` lies after ``since``).
+TX_LAST_DAY: Final = (
+    select(_E.amount, _E.currency, _E.occurred_at)
+    .where(_E.account_id == bindparam("account_id"), _E.kind == _sql(EventKind.TRANSACTION),
+           _E.occurred_at < bindparam("occurred_at"), _E.occurred_at > bindparam("day_ago"))
+    .order_by(_E.occurred_at.desc())
+    .limit(TX_HISTORY_LIMIT)
+)
+
 
 class PastTransaction(NamedTuple):
-    """One of the account's earlier transactions, as the amount and velocity features read it (a named
-    tuple: a probe brings up to a hundred of them per scored transaction)."""
+    """One of the account's transactions of the last day, as the velocity features read it (a named tuple:
+    a frozen dataclass costs several times more to make)."""
 
     amount: str | None
     currency: str | None
     occurred_at: datetime
-    outcome: str | None
 
 
 def _json_rows_column(query: Select[*tuple[Any, ...]], name: str, *, sqlite: bool) -> Any:
@@ -250,15 +260,36 @@ def _json_rows_column(query: Select[*tuple[Any, ...]], name: str, *, sqlite: boo
     return type_coerce(select(items).scalar_subquery(), OwnJSON).label(name)
 
 
-def _history_column(*, sqlite: bool) -> Any:
-    """:data:`TX_HISTORY` as ``[amount, currency, occurred_at, outcome]`` arrays (see :func:`_json_rows_column`)."""
-    return _json_rows_column(TX_HISTORY, "history", sqlite=sqlite)
+def _amounts_column(*, sqlite: bool) -> Any:
+    """The amount history: of :data:`TX_HISTORY`'s transactions, those in the event's currency (parameter
+    ``currency``) with an amount that went out (outcome not in :data:`NOT_EXECUTED`), the newest
+    :data:`AMOUNT_HISTORY_LIMIT`, as one JSON array of their amounts (text). Their order is not kept: the
+    statistics computed on them (95th percentile, median, MAD) do not depend on it. Only the amounts
+    travel, not a timestamp per row, which both databases would have to format and the app to parse."""
+    history = TX_HISTORY.subquery("hx")
+    executed = or_(history.c.outcome.is_(None), history.c.outcome.not_in([_sql(v) for v in NOT_EXECUTED]))
+    picked = (
+        select(history.c.amount)
+        .where(history.c.currency == bindparam("currency"), history.c.amount.is_not(None), executed)
+        .order_by(history.c.occurred_at.desc())
+        .limit(AMOUNT_HISTORY_LIMIT)
+        .subquery("am")
+    )
+    if sqlite:
+        items: Any = func.json_group_array(picked.c.amount)
+    else:
+        items = func.coalesce(func.json_agg(picked.c.amount), literal_column("'[]'::json"))
+    return type_coerce(select(items).scalar_subquery(), OwnJSON).label("amounts")
 
 
-def past_transactions(history: Sequence[Sequence[Any]]) -> list[PastTransaction]:
-    """The probe's history column, newest first (timestamps come as ISO 8601 text from either backend)."""
-    past = [PastTransaction(amount, currency, utc(datetime.fromisoformat(at)), outcome)
-            for amount, currency, at, outcome in history]
+def _last_day_column(*, sqlite: bool) -> Any:
+    """:data:`TX_LAST_DAY` as ``[amount, currency, occurred_at]`` arrays (see :func:`_json_rows_column`)."""
+    return _json_rows_column(TX_LAST_DAY, "last_day", sqlite=sqlite)
+
+
+def past_transactions(rows: Sequence[Sequence[Any]]) -> list[PastTransaction]:
+    """The probe's ``last_day`` column, newest first (timestamps come as ISO 8601 text from either backend)."""
+    past = [PastTransaction(amount, currency, utc(datetime.fromisoformat(at))) for amount, currency, at in rows]
     past.sort(key=lambda p: p.occurred_at, reverse=True)
     return past
 
@@ -333,12 +364,12 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
     Always: the neighbouring successful logins with coordinates before and after the event (travel) and
     whether the IP is deny-listed. With ``PROBE_TRANSACTION``: whether the payee was paid before, whether
     the destination is deny-listed, the latest sensitive change (event and Foxguard's own MFA changes) and
-    the transaction history (:func:`_history_column`). Every subquery is an index probe; parameters:
-    ``account_id``, ``occurred_at``, ``at``, ``ip`` and, for transactions, ``address``, ``payee`` and
-    ``since`` (the history's start). With ``PROBE_STORED_ANSWER``: what an earlier event of this client
-    with this ``event_id`` stored (``stored``, see :func:`stored_answer`: the idempotency lookup of event
-    ingestion, in the same round trip); parameters ``client_id`` and ``event_id``. With
-    ``PROBE_IP_FAILURES``: the failed logins from the event's IP address (``ip_failures``, see
+    the amount history and the last day's transactions (:func:`_amounts_column`, :func:`_last_day_column`).
+    Every subquery is an index probe; parameters: ``account_id``, ``occurred_at``, ``at``, ``ip`` and, for
+    transactions, ``address``, ``payee``, ``currency``, ``since`` (the history's start) and ``day_ago``.
+    With ``PROBE_STORED_ANSWER``: what an earlier event of this client with this ``event_id`` stored
+    (``stored``, see :func:`stored_answer`: the idempotency lookup of event ingestion, in the same round
+    trip); parameters ``client_id`` and ``event_id``. With ``PROBE_IP_FAILURES``: the failed logins from the event's IP address (``ip_failures``, see
     :func:`ip_failures_from_json`); parameters ``fail_ip`` (the address as sent) and ``fail_since``.
     Columns that take several values of one event (``before``, ``after``, ``change``, ``stored``) carry
     them as one JSON array: one index probe each instead of one per value.
@@ -364,7 +395,8 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
                 _A.subject_type == _sql("account"), _A.subject_id == bindparam("account_id"),
                 _A.action.in_(_sql(*MFA_CHANGE_AUDIT_TAGS)), _A.at <= when,
             ).scalar_subquery().label("mfa_at"),
-            _history_column(sqlite=sqlite),
+            _amounts_column(sqlite=sqlite),
+            _last_day_column(sqlite=sqlite),
         ]
     if PROBE_IP_FAILURES in parts:
         columns.append(_json_rows_column(_ip_failures("fail_ip", "fail_since"), "ip_failures", sqlite=sqlite))
@@ -487,7 +519,7 @@ class FeatureStore:
                                   "ip": _listed_value(ctx.ip)}
         if tx:
             params.update(payee=tx.destination_address, address=_listed_value(tx.destination_address),
-                          since=occurred_at - DAY * 365)
+                          currency=tx.currency, since=occurred_at - DAY * 365, day_ago=occurred_at - DAY)
         if stored:
             params.update(client_id=stored[0], event_id=stored[1])
         if ip_failures:
@@ -722,10 +754,8 @@ class FeatureStore:
         explanations: dict[str, str] = {}
         if probe is None:
             probe = self._probe(account.id, ctx, occurred_at, received_at, tx=tx)
-        rows = past_transactions(probe.history)
-        same_currency = [r for r in rows if r.currency == tx.currency and r.amount is not None]
-        executed = [_decimal(r.amount) for r in same_currency if r.outcome not in NOT_EXECUTED]
-        history = [a for a in executed if a is not None][:AMOUNT_HISTORY_LIMIT]
+        history = [a for a in map(_decimal, probe.amounts) if a is not None]
+        rows = past_transactions(probe.last_day)
         values["amount"] = tx.amount
         values["amount_history_count"] = len(history)
         if history:
