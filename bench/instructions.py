@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -49,7 +50,9 @@ def count(url: str, op: str, requests: int, accounts: int) -> int:
     """Instructions callgrind counted for one ``bench.profile`` process sending ``requests`` of ``op``."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
                "bench.profile", "--url", url, "--op", op, "--requests", str(requests), "--accounts", str(accounts)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    # A fixed hash seed: set and dict orders, and so the work, are the same in every run.
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"callgrind run failed ({done.returncode}): {done.stderr[-2000:]}")
     return parse(done.stdout, done.stderr)
