@@ -71,7 +71,8 @@ def _prepare_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 def json_dumps(value: Any) -> str:
     """The text of a JSON column (features, rule results, payloads, stored answers: written with every
     scored event, where orjson takes a fraction of ``json.dumps``'s time). Integers beyond 64 bits, which
-    orjson refuses, are written by ``json.dumps``; what neither can write raises ``TypeError`` as before."""
+    orjson refuses, are written by ``json.dumps``; what neither can write raises ``TypeError`` as before.
+    A NaN or infinite float becomes ``null`` (``json.dumps`` wrote ``NaN``, which ``jsonb`` refuses)."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except orjson.JSONEncodeError:

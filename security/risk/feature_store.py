@@ -265,7 +265,9 @@ def _amounts_column(*, sqlite: bool) -> Any:
     ``currency``) with an amount that went out (outcome not in :data:`NOT_EXECUTED`), the newest
     :data:`AMOUNT_HISTORY_LIMIT`, as one JSON array of their amounts (text). Their order is not kept: the
     statistics computed on them (95th percentile, median, MAD) do not depend on it. Only the amounts
-    travel, not a timestamp per row, which both databases would have to format and the app to parse."""
+    travel, not a timestamp per row, which both databases would have to format and the app to parse.
+    (Amounts are stored as ``format(Decimal, "f")`` of a validated amount, so every one of them parses; the
+    app skips one that would not, after the limit.)"""
     history = TX_HISTORY.subquery("hx")
     executed = or_(history.c.outcome.is_(None), history.c.outcome.not_in([_sql(v) for v in NOT_EXECUTED]))
     picked = (
@@ -369,8 +371,9 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
     transactions, ``address``, ``payee``, ``currency``, ``since`` (the history's start) and ``day_ago``.
     With ``PROBE_STORED_ANSWER``: what an earlier event of this client with this ``event_id`` stored
     (``stored``, see :func:`stored_answer`: the idempotency lookup of event ingestion, in the same round
-    trip); parameters ``client_id`` and ``event_id``. With ``PROBE_IP_FAILURES``: the failed logins from the event's IP address (``ip_failures``, see
-    :func:`ip_failures_from_json`); parameters ``fail_ip`` (the address as sent) and ``fail_since``.
+    trip); parameters ``client_id`` and ``event_id``. With ``PROBE_IP_FAILURES``: the failed logins from
+    the event's IP address (``ip_failures``, see :func:`ip_failures_from_json`); parameters ``fail_ip``
+    (the address as sent) and ``fail_since``.
     Columns that take several values of one event (``before``, ``after``, ``change``, ``stored``) carry
     them as one JSON array: one index probe each instead of one per value.
     """
