@@ -252,11 +252,15 @@ def _json_rows_column(query: Select[*tuple[Any, ...]], name: str, *, sqlite: boo
     """``query``'s rows as one JSON array of arrays, a probe column (the rows travel in the probe's round
     trip instead of a statement and a result row each). Timestamps come back as ISO 8601 text."""
     rows = query.subquery(name[0])
-    fields = tuple(rows.c)
+    return _aggregated_column(_json_array(*rows.c, sqlite=sqlite), name, sqlite=sqlite)
+
+
+def _aggregated_column(item: Any, name: str, *, sqlite: bool) -> Any:
+    """A probe column: ``item`` of every row of its FROM as one JSON array (``[]`` when there is none)."""
     if sqlite:
-        items: Any = func.json_group_array(func.json_array(*fields))
+        items: Any = func.json_group_array(item)
     else:
-        items = func.coalesce(func.json_agg(func.json_build_array(*fields)), literal_column("'[]'::json"))
+        items = func.coalesce(func.json_agg(item), literal_column("'[]'::json"))
     return type_coerce(select(items).scalar_subquery(), OwnJSON).label(name)
 
 
@@ -277,11 +281,7 @@ def _amounts_column(*, sqlite: bool) -> Any:
         .limit(AMOUNT_HISTORY_LIMIT)
         .subquery("am")
     )
-    if sqlite:
-        items: Any = func.json_group_array(picked.c.amount)
-    else:
-        items = func.coalesce(func.json_agg(picked.c.amount), literal_column("'[]'::json"))
-    return type_coerce(select(items).scalar_subquery(), OwnJSON).label("amounts")
+    return _aggregated_column(picked.c.amount, "amounts", sqlite=sqlite)
 
 
 def _last_day_column(*, sqlite: bool) -> Any:
