@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel
-from sqlalchemy import Table, bindparam, func, insert, select, text
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
@@ -70,6 +70,21 @@ ASSESSMENT_INSERT: Final = DriverStatement(insert(table_of(AssessmentRow)))
 #: The account's password hash (read without a lock, before the password work).
 PASSWORD_HASH: Final = DriverStatement(select(Account.password_hash).where(Account.id == bindparam("id")))
 
+
+#: The account's brute-force failure counter (no row until its first failure), read by its account id.
+_COUNTER = table_of(LoginFailureCounter)
+_COUNTER_STATE = select(_COUNTER.c.failures, _COUNTER.c.window_started_at, _COUNTER.c.temporary_locks,
+                        _COUNTER.c.last_lock_at).where(_COUNTER.c.account_id == bindparam("account_id"))
+COUNTER_STATE: Final = DriverStatement(_COUNTER_STATE)
+#: The same, row-locked until the transaction ends: it serialises the attempts on one account id, also
+#: on an id with no account to lock.
+COUNTER_STATE_FOR_UPDATE: Final = DriverStatement(_COUNTER_STATE.with_for_update())
+#: A counter's first row, and a later state of it (every column given).
+COUNTER_INSERT: Final = DriverStatement(insert(_COUNTER))
+COUNTER_UPDATE: Final = DriverStatement(
+    update(_COUNTER).where(_COUNTER.c.account_id == bindparam("id")).values(
+        {name: bindparam(name) for name in ("failures", "window_started_at", "temporary_locks", "last_lock_at",
+                                            "updated_at")}))
 
 #: The account, row-locked until the transaction ends.
 ACCOUNT_FOR_UPDATE: Final = select(Account).where(Account.id == bindparam("id")).with_for_update()
@@ -201,6 +216,16 @@ def features_from_json(data: Mapping[str, Any]) -> Features:
     return Features(values, errors=errors, explanations=dict(data.get("explanations", {})))
 
 
+def _failure_state(row: Any) -> FailureState:
+    """A failure counter row (:data:`COUNTER_STATE`) as the brute-force logic's state."""
+    return FailureState(
+        failures=row.failures,
+        window_started_at=utc(row.window_started_at) if row.window_started_at else None,
+        temporary_locks=row.temporary_locks,
+        last_lock_at=utc(row.last_lock_at) if row.last_lock_at else None,
+    )
+
+
 def _context(ctx: ContextIn) -> Context:
     return Context(ip=ctx.ip, device_id=ctx.device_id, user_agent=ctx.user_agent, country=ctx.country,
                    lat=ctx.lat, lon=ctx.lon, asn=ctx.asn)
@@ -329,39 +354,30 @@ class RiskService:
         self._owed_client, self.client_checked = None, True
         return account
 
-    def _counter(self, account_id: str) -> tuple[LoginFailureCounter | None, FailureState]:
-        """The account's failure counter row (locked; None until the first failure) and its state."""
-        counter = self._session.get(LoginFailureCounter, account_id, with_for_update=True)
-        return counter, self._state(counter) if counter is not None else FailureState()
+    def _counter(self, account_id: str) -> FailureState | None:
+        """The account id's failure counter (row-locked; None until its first failure)."""
+        found = COUNTER_STATE_FOR_UPDATE.execute(self._session, {"account_id": account_id})
+        return _failure_state(found[0]) if found else None
 
-    @staticmethod
-    def _state(counter: LoginFailureCounter) -> FailureState:
-        return FailureState(
-            failures=counter.failures,
-            window_started_at=utc(counter.window_started_at) if counter.window_started_at else None,
-            temporary_locks=counter.temporary_locks,
-            last_lock_at=utc(counter.last_lock_at) if counter.last_lock_at else None,
-        )
-
-    def _save_state(self, account_id: str, counter: LoginFailureCounter | None, old: FailureState,
-                    state: FailureState) -> None:
-        """Store ``state`` when it differs from ``old`` (a clean success writes nothing)."""
-        if state == old:
+    def _save_state(self, account_id: str, stored: FailureState | None, state: FailureState) -> None:
+        """Store ``state`` when it differs from the ``stored`` one (a clean success writes nothing). A
+        counter's first row is a plain insert: two first failures of an id at once conflict (409), as
+        before, instead of one overwriting the other's count."""
+        if state == (stored or FailureState()):
             return
-        if counter is None:
-            counter = LoginFailureCounter(account_id=account_id)
-            self._session.add(counter)
-        counter.failures = state.failures
-        counter.window_started_at = state.window_started_at
-        counter.temporary_locks = state.temporary_locks
-        counter.last_lock_at = state.last_lock_at
-        counter.updated_at = self._clock.now()
+        values = {"failures": state.failures, "window_started_at": state.window_started_at,
+                  "temporary_locks": state.temporary_locks, "last_lock_at": state.last_lock_at,
+                  "updated_at": self._clock.now()}
+        if stored is None:
+            COUNTER_INSERT.execute(self._session, {"account_id": account_id, **values})
+        else:
+            COUNTER_UPDATE.execute(self._session, {"id": account_id, **values})
 
     def _blocked_login(self, account: Account, ctx: Context, occurred: datetime, now: datetime,
                        client_id: uuid.UUID | None, *, payload: BaseModel, event_id: str | None = None,
                        hash_: str | None = None) -> Outcome:
-        counter = self._session.get(LoginFailureCounter, account.id)
-        state = self._state(counter) if counter is not None else FailureState()
+        found = COUNTER_STATE.execute(self._session, {"account_id": account.id})
+        state = _failure_state(found[0]) if found else FailureState()
         features = self._store.login_features(account=account, account_id=account.id, ctx=ctx,
                                               occurred_at=occurred, received_at=now, counter=state,
                                               current_failed=False)
@@ -383,7 +399,8 @@ class RiskService:
         """``probe``: the login's :meth:`FeatureStore.login_probe`, read already."""
         # Unknown account ids get counters too, so their answers carry the same velocity reasons as a
         # real account's (nothing to lock, though).
-        counter, state = self._counter(account_id)
+        stored = self._counter(account_id)
+        state = stored or FailureState()
         lock: Lock | None = None
         reasons: list[Reason] = []
         if not succeeded:
@@ -393,7 +410,7 @@ class RiskService:
             features = self._store.login_features(
                 account=account, account_id=account_id, ctx=ctx, occurred_at=occurred, received_at=now,
                 counter=features_state, current_failed=True, probe=probe)
-            self._save_state(account_id, counter, state, result.state)
+            self._save_state(account_id, stored, result.state)
             assessment = evaluate(self._ruleset, EventKind.LOGIN, features)
             reasons.append(Reason(Rule.INVALID_CREDENTIALS, 0, "The credentials are not valid."))
             assessment_id = uuid.uuid4()
@@ -433,7 +450,7 @@ class RiskService:
         outcome = Outcome(decision, assessment, account.status, [*reasons, *assessment.reasons])
         self._apply_actions(account, assessment, outcome)
         if outcome.decision is Decision.ALLOW:
-            self._save_state(account_id, counter, state, register_success(state))
+            self._save_state(account_id, stored, register_success(state))
             self._after_successful_login(account, ctx, occurred, features)
         self._record(EventKind.LOGIN, account_id, ctx, occurred, now, client_id, payload, outcome, features,
                      login_outcome=LoginOutcome.SUCCESS, event_id=event_id, hash_=hash_)
