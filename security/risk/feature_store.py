@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Any, Final, NamedTuple, Protocol, TypeAlias
 
 from sqlalchemy import (
     BigInteger,
@@ -179,6 +179,20 @@ def counter_keys(account_id: str, ctx: Context) -> set[tuple[str, str]]:
     if ctx.country:  # "new country?" for the account, also when the IP hierarchy says otherwise
         keys.add((IP_LEVELS[2], ctx.country.upper()))
     return keys
+
+
+class AccountFacts(Protocol):
+    """What the features read of an account: the ORM ``Account``, or the columns a transaction event
+    reads when it locks the account's row (``security.risk.services.LockedAccount``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def home_country(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def password_changed_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -749,7 +763,7 @@ class FeatureStore:
             explanations["travel_speed_kmh"] = why
         return values
 
-    def transaction_features(self, *, account: Account, tx: TransactionInput, ctx: Context,
+    def transaction_features(self, *, account: AccountFacts, tx: TransactionInput, ctx: Context,
                              occurred_at: datetime, received_at: datetime,
                              probe: Probe | None = None) -> Features:
         """Features for an outgoing transaction (``probe``: read already by :meth:`transaction_probe`)."""
@@ -819,7 +833,7 @@ class FeatureStore:
         return Features(values, explanations=explanations)
 
 
-def _since_sensitive_change(account: Account, occurred_at: datetime,
+def _since_sensitive_change(account: AccountFacts, occurred_at: datetime,
                             probe: Probe) -> tuple[float | None, str | None]:
     """Hours since the latest sensitive change (backend event, Foxguard MFA change or password set)."""
     candidates: list[tuple[datetime, str]] = []
@@ -839,7 +853,7 @@ def _since_sensitive_change(account: Account, occurred_at: datetime,
     return round(hours, 3), f"{what} {hours:.1f} h before"
 
 
-def _age_days(account: Account | None, at: datetime) -> float | None:
+def _age_days(account: AccountFacts | None, at: datetime) -> float | None:
     if account is None:
         return None
     return round((at - utc(account.created_at)).total_seconds() / SECONDS_PER_DAY, 4)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
@@ -95,9 +95,31 @@ ACCOUNT_FOR_UPDATE: Final = select(Account).where(Account.id == bindparam("id"))
 #: see that.
 ACCOUNT_FOR_UPDATE_AND_CLIENT: Final = (
     select(Account, CLIENT_ACTIVE).where(Account.id == bindparam("id")).with_for_update(of=Account))
+#: What a transaction event reads of its account, with the same row lock as :data:`ACCOUNT_FOR_UPDATE`
+#: (see :class:`LockedAccount`), and the same with the owed client check.
+_ACCOUNT_FACTS = select(Account.id, Account.status, Account.home_country, Account.created_at,
+                        Account.password_changed_at).where(Account.id == bindparam("id"))
+ACCOUNT_FACTS_FOR_UPDATE: Final = DriverStatement(_ACCOUNT_FACTS.with_for_update())
+ACCOUNT_FACTS_FOR_UPDATE_AND_CLIENT: Final = DriverStatement(
+    _ACCOUNT_FACTS.add_columns(CLIENT_ACTIVE).with_for_update(of=Account))
 #: What an earlier event with this client's ``event_id`` stored (the idempotent replay).
 STORED_ANSWER: Final = select(RiskEvent.request_hash, RiskEvent.response, RiskEvent.kind).where(
     RiskEvent.client_id == bindparam("client_id"), RiskEvent.event_id == bindparam("event_id"))
+
+
+class LockedAccount(NamedTuple):
+    """A transaction event's account, row-locked, as its columns (:data:`ACCOUNT_FACTS_FOR_UPDATE`).
+
+    Most transactions of an active account change nothing about the account, and loading it through the
+    ORM cost more CPU than the rest of the lookup; the ORM object is loaded (``session.get``: the row is
+    locked already) only when the account is locked or restricted or the rules ask for an action.
+    """
+
+    id: str
+    status: str
+    home_country: str | None
+    created_at: datetime
+    password_changed_at: datetime | None
 
 
 class Rule(StrEnum):
@@ -346,13 +368,25 @@ class RiskService:
         row = self._session.execute(ACCOUNT_FOR_UPDATE_AND_CLIENT,
                                     {"id": account_id, "auth_client_id": self._owed_client},
                                     execution_options={"populate_existing": True}).one_or_none()
-        if row is None:
-            return None
-        account, active = row
+        return self._client_checked(row)[0] if row is not None else None
+
+    def _lock_account_facts(self, account_id: str) -> LockedAccount | None:
+        """:meth:`_lock_account_row` (the same row lock and client check) without the ORM object."""
+        if self._owed_client is None:
+            found = ACCOUNT_FACTS_FOR_UPDATE.execute(self._session, {"id": account_id})
+            return LockedAccount(*found[0]) if found else None
+        found = ACCOUNT_FACTS_FOR_UPDATE_AND_CLIENT.execute(
+            self._session, {"id": account_id, "auth_client_id": self._owed_client})
+        return LockedAccount(*self._client_checked(found[0])) if found else None
+
+    def _client_checked(self, row: Sequence[Any]) -> Sequence[Any]:
+        """``row`` without its last column, whether the request's API client is still active (the check
+        its key owes); raises :class:`ClientRevoked` when it is not."""
+        *columns, active = row
         if not active:
             raise ClientRevoked(REVOKED_MESSAGE)
         self._owed_client, self.client_checked = None, True
-        return account
+        return columns
 
     def _counter(self, account_id: str) -> FailureState | None:
         """The account id's failure counter (row-locked; None until its first failure)."""
@@ -483,7 +517,9 @@ class RiskService:
         # the same event_id at once (same body, so same account) run one after the other and the second
         # finds the first's row and replays its answer. A different body under a used event_id is a 409
         # either way (here, or from the unique key when its account differs).
-        account = self._lock_account_row(body.account_id)
+        account: Account | LockedAccount | None = (
+            self._lock_account_facts(body.account_id) if isinstance(body, TransactionEventIn)
+            else self._lock_account_row(body.account_id))
         now = self._clock.now()
         # The feature probe of a transaction, and of a login event of an active account, also reads what
         # an earlier event with this event_id stored (one round trip less than a lookup of its own; the
@@ -502,11 +538,13 @@ class RiskService:
             raise AccountNotFound(f"No account {body.account_id!r}.")
         occurred = self._occurred(body.occurred_at, now)
         done: Outcome | dict[str, Any]
-        if isinstance(body, LoginEventIn):
-            done = self._login_event(account, body, occurred, now, client_id, hash_, replay_in_probe=in_probe)
-        elif isinstance(body, TransactionEventIn):
+        if isinstance(account, LockedAccount):
+            assert isinstance(body, TransactionEventIn)  # noqa: S101 - locked as columns above
             done = self._transaction(account, body, occurred, now, client_id, hash_)
+        elif isinstance(body, LoginEventIn):
+            done = self._login_event(account, body, occurred, now, client_id, hash_, replay_in_probe=in_probe)
         else:
+            assert isinstance(body, AccountChangeEventIn)  # noqa: S101 - a transaction's account is columns
             done = self._change(account, body, occurred, now, client_id, hash_)
         if not isinstance(done, Outcome):
             return done, True
@@ -542,7 +580,7 @@ class RiskService:
                            succeeded=body.outcome == "success", second=SecondFactorOutcome.NOT_ENROLLED,
                            event_id=body.event_id, hash_=hash_, probe=probe)
 
-    def _transaction(self, account: Account, body: TransactionEventIn, occurred: datetime, now: datetime,
+    def _transaction(self, facts: LockedAccount, body: TransactionEventIn, occurred: datetime, now: datetime,
                      client_id: uuid.UUID | None, hash_: str) -> Outcome | dict[str, Any]:
         """Score and store a transaction; or, when an earlier event used its ``event_id``, return that
         event's stored answer (nothing written) or raise :class:`IdempotencyConflict`."""
@@ -554,30 +592,43 @@ class RiskService:
         )
         # The probe reads events, the deny list and MFA audit entries, none of which expiring locks
         # changes: it runs first, so a replay is found before anything is written.
-        probe = self._store.transaction_probe(account_id=account.id, tx=tx, ctx=ctx, occurred_at=occurred,
+        probe = self._store.transaction_probe(account_id=facts.id, tx=tx, ctx=ctx, occurred_at=occurred,
                                               received_at=now, client_id=client_id, event_id=body.event_id)
         stored = stored_answer(probe)
         if stored is not None:
             return self._replay(EventKind.TRANSACTION, body.event_id, hash_, *stored)
+        # The ORM object only when the account's state may change or matters (see LockedAccount).
+        account = self._locked_account(facts) if facts.status != AccountStatus.ACTIVE else None
         self._expire_locks(account)
-        features = self._store.transaction_features(account=account, tx=tx, ctx=ctx, occurred_at=occurred,
+        features = self._store.transaction_features(account=facts, tx=tx, ctx=ctx, occurred_at=occurred,
                                                     received_at=now, probe=probe)
         assessment = evaluate(self._ruleset, EventKind.TRANSACTION, features)
-        outcome = self._event_outcome(account, assessment, hold_when_restricted=True)
+        if account is None and not assessment.actions:
+            # What _event_outcome makes of an active account when the rules ask for no action.
+            outcome = Outcome(assessment.decision, assessment, facts.status, list(assessment.reasons))
+        else:
+            outcome = self._event_outcome(account or self._locked_account(facts), assessment,
+                                          hold_when_restricted=True)
         if outcome.decision is Decision.BLOCK:
             self._audit.record(AuditTag.TRANSACTION_BLOCKED, actor=SYSTEM_ACTOR, subject_type="account",
-                               subject_id=account.id,
+                               subject_id=facts.id,
                                data={"event_id": body.event_id, "score": assessment.score,
                                      "rules": [r.rule for r in outcome.reasons]})
             self._outbox.webhook(WebhookEvent.TRANSACTION_BLOCKED, {
-                "account_id": account.id, "event_id": body.event_id, "amount": body.amount,
+                "account_id": facts.id, "event_id": body.event_id, "amount": body.amount,
                 "currency": body.currency, "destination": body.destination.model_dump(mode="json"),
                 "risk": {"score": assessment.score, "band": assessment.band},
                 "reasons": [{"rule": r.rule, "detail": r.detail} for r in outcome.reasons],
-            }, ordering_key=account.id)
-        self._record(EventKind.TRANSACTION, account.id, ctx, occurred, now, client_id, body, outcome, features,
+            }, ordering_key=facts.id)
+        self._record(EventKind.TRANSACTION, facts.id, ctx, occurred, now, client_id, body, outcome, features,
                      event_id=body.event_id, hash_=hash_, tx=tx)
         return outcome
+
+    def _locked_account(self, facts: LockedAccount) -> Account:
+        """The ORM object of an account whose row this transaction locked already (no lock statement)."""
+        account = self._session.get(Account, facts.id, populate_existing=True)
+        assert account is not None  # noqa: S101 - the row is locked: it cannot have gone
+        return account
 
     def _change(self, account: Account, body: AccountChangeEventIn, occurred: datetime, now: datetime,
                 client_id: uuid.UUID | None, hash_: str) -> Outcome:
