@@ -369,12 +369,12 @@ def _deny_listed_column(kind: DenyListKind, value: str, name: str) -> Any:
 
 
 @functools.cache
-def _probe_driver(*parts: str, sqlite: bool) -> DriverStatement:
+def _probe_driver(*parts: str, sqlite: bool, counts: CountShape | None = None) -> DriverStatement:
     """:func:`probe_statement` for the driver's cursor (built once per shape and backend)."""
-    return DriverStatement(probe_statement(*parts, sqlite=sqlite))
+    return DriverStatement(probe_statement(*parts, sqlite=sqlite, counts=counts))
 
 
-def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
+def probe_statement(*parts: str, sqlite: bool = False, counts: CountShape | None = None) -> Select[Any]:
     """One round trip for the facts an event's features need.
 
     Always: the neighbouring successful logins with coordinates before and after the event (travel) and
@@ -387,7 +387,9 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
     (``stored``, see :func:`stored_answer`: the idempotency lookup of event ingestion, in the same round
     trip); parameters ``client_id`` and ``event_id``. With ``PROBE_IP_FAILURES``: the failed logins from
     the event's IP address (``ip_failures``, see :func:`ip_failures_from_json`); parameters ``fail_ip``
-    (the address as sent) and ``fail_since``.
+    (the address as sent) and ``fail_since``. With ``counts`` (a login's): the familiarity counter read of
+    those keys (``counts``, rows as :func:`_counts_query` returns them; see :func:`_count_map`); parameters
+    ``shard`` and ``cv0``, ``cv1``... (:func:`_count_key_params`).
     Columns that take several values of one event (``before``, ``after``, ``change``, ``stored``) carry
     them as one JSON array: one index probe each instead of one per value.
     """
@@ -422,6 +424,9 @@ def probe_statement(*parts: str, sqlite: bool = False) -> Select[Any]:
                                      sqlite=sqlite)).where(_E.client_id == bindparam("client_id"),
                                                            _E.event_id == bindparam("event_id"))
         columns.append(type_coerce(earlier.scalar_subquery(), OwnJSON).label("stored"))
+    if counts is not None:
+        found = _counts_query(counts, sqlite=sqlite).subquery("fc")
+        columns.append(_aggregated_column(_json_array(*found.c, sqlite=sqlite), "counts", sqlite=sqlite))
     return select(*columns)
 
 
@@ -481,13 +486,34 @@ def _counter_upsert(*, sqlite: bool) -> DriverStatement:
     ))
 
 
-@functools.cache
-def _counts_statement(keys: int, *, sqlite: bool) -> DriverStatement:
-    """The counter read of :meth:`FeatureStore._counts` for ``keys`` (level, value) pairs (built once per
-    count; parameters ``account_id``, ``shard``, ``l0``/``v0``... in key order)."""
+#: Which counter keys a read asks for, in key order: (level, whether the value is the level's total row).
+#: The levels and the total rows' value are written into the SQL; the other values are parameters
+#: ``cv0``, ``cv1``... in key order.
+CountShape: TypeAlias = tuple[tuple[str, bool], ...]
+
+
+def _count_key_params(account_id: str, keys: Iterable[tuple[str, str]]) -> tuple[CountShape, dict[str, str]]:
+    """The shape and parameters of the counter read of ``keys`` ((level, value) pairs)."""
+    wanted = sorted(set(keys))
+    params = {"account_id": account_id, "shard": global_shard(account_id)}
+    values = [value for _, value in wanted if value != TOTAL_ROW]
+    params.update((f"cv{i}", value) for i, value in enumerate(values))
+    return tuple((level, value == TOTAL_ROW) for level, value in wanted), params
+
+
+def _counts_query(shape: CountShape, *, sqlite: bool) -> Select[Any]:
+    """The counter read of :meth:`FeatureStore._counts` for the keys of ``shape`` (parameters
+    ``account_id``, ``shard`` and the values, see :data:`CountShape`)."""
     counter = FamiliarityCount
     account_id: BindParameter[str] = bindparam("account_id")
-    wanted = [(bindparam(f"l{i}", type_=String()), bindparam(f"v{i}", type_=String())) for i in range(keys)]
+    wanted: list[tuple[Any, Any]] = []
+    values = 0
+    for level, total in shape:
+        if total:
+            wanted.append((_sql(level), literal_column(f"'{TOTAL_ROW}'")))  # our constant
+        else:
+            wanted.append((_sql(level), bindparam(f"cv{values}", type_=String())))
+            values += 1
     if sqlite:
         # SQLite seeks only the first column for "(level, value) IN (...)" and scans the rest; joined to
         # the keys as a derived table it seeks every (scope, level, value) of the account and the shards.
@@ -507,11 +533,28 @@ def _counts_statement(keys: int, *, sqlite: bool) -> DriverStatement:
             select(counter).where(literal_column(SHARD_ROWS_PG), asked),
         ).subquery("c")
     scope = case((rows.c.scope == account_id, rows.c.scope), else_=literal_column("''"))
-    return DriverStatement(select(
+    return select(
         scope, rows.c.level, rows.c.value,
         cast(func.sum(rows.c.count), BigInteger), cast(func.sum(rows.c.children), BigInteger),
         func.max(case((rows.c.scope == bindparam("shard"), literal_column("1")), else_=literal_column("0"))),
-    ).group_by(scope, rows.c.level, rows.c.value))
+    ).group_by(scope, rows.c.level, rows.c.value)
+
+
+@functools.cache
+def _counts_statement(shape: CountShape, *, sqlite: bool) -> DriverStatement:
+    """:func:`_counts_query` for the driver's cursor (built once per shape and backend)."""
+    return DriverStatement(_counts_query(shape, sqlite=sqlite))
+
+
+def _count_map(rows: Iterable[Sequence[Any]], shard: str) -> CountMap:
+    """The counter read's rows (or the probe's ``counts`` column) as :meth:`FeatureStore._counts` returns
+    them."""
+    out: CountMap = {}
+    for stored, level, value, count, children, in_shard in rows:
+        out[(stored, level, value)] = Tally(count, children)
+        if in_shard:
+            out[(shard, level, value)] = Tally(0, 0)
+    return out
 
 
 class FeatureStore:
@@ -528,12 +571,16 @@ class FeatureStore:
 
     def _probe(self, account_id: str, ctx: Context, occurred_at: datetime, at: datetime, *,
                tx: TransactionInput | None = None, stored: tuple[Any, str] | None = None,
-               ip_failures: bool = False) -> Probe:
+               ip_failures: bool = False, counts: bool = False) -> Probe:
         parts = (((PROBE_TRANSACTION,) if tx else ()) + ((PROBE_STORED_ANSWER,) if stored else ())
                  + ((PROBE_IP_FAILURES,) if ip_failures else ()))
-        statement = _probe_driver(*parts, sqlite=is_sqlite(self._session))
         params: dict[str, Any] = {"account_id": account_id, "occurred_at": occurred_at, "at": at,
                                   "ip": _listed_value(ctx.ip)}
+        shape = None
+        if counts:
+            shape, key_params = _count_key_params(account_id, counter_keys(account_id, ctx))
+            params.update(key_params)
+        statement = _probe_driver(*parts, sqlite=is_sqlite(self._session), counts=shape)
         if tx:
             params.update(payee=tx.destination_address, address=_listed_value(tx.destination_address),
                           currency=tx.currency, since=occurred_at - DAY * 365, day_ago=occurred_at - DAY)
@@ -542,16 +589,20 @@ class FeatureStore:
         if ip_failures:
             params.update(fail_ip=ctx.ip, fail_since=at - self._bf.ip_window)
         (row,) = statement.execute(self._session, params)
+        if counts:
+            # Kept for familiarity_features and the counter update of the same login.
+            self._read[(account_id, ctx)] = _count_map(row.counts, global_shard(account_id))
         return row
 
     def login_probe(self, *, account_id: str, ctx: Context, occurred_at: datetime, received_at: datetime,
                     stored: tuple[Any, str] | None = None) -> Probe:
-        """The facts :meth:`login_features` needs from history in one round trip: the place features and,
-        unless kept from an earlier :meth:`ip_failures` call, the IP's failed logins. ``stored`` (client id,
-        event id): also what an earlier event with that id stored (:func:`stored_answer`)."""
+        """The facts :meth:`login_features` needs from history in one round trip: the place features, the
+        familiarity counters (kept for :meth:`familiarity_features`) and, unless kept from an earlier
+        :meth:`ip_failures` call, the IP's failed logins. ``stored`` (client id, event id): also what an
+        earlier event with that id stored (:func:`stored_answer`)."""
         kept = bool(ctx.ip) and (ctx.ip, received_at, self._bf.ip_window) in self._ip_failures
         return self._probe(account_id, ctx, occurred_at, received_at, stored=stored,
-                           ip_failures=bool(ctx.ip) and not kept)
+                           ip_failures=bool(ctx.ip) and not kept, counts=True)
 
     def transaction_probe(self, *, account_id: str, tx: TransactionInput, ctx: Context, occurred_at: datetime,
                           received_at: datetime, client_id: Any, event_id: str) -> Probe:
@@ -571,20 +622,11 @@ class FeatureStore:
         counter rows (reading every row of the shards for the levels and values did, and dominated a
         login's cost on a large history).
         """
-        wanted = sorted(set(keys))
-        if not wanted:
+        shape, params = _count_key_params(account_id, keys)
+        if not shape:
             return {}
-        shard = global_shard(account_id)
-        params: dict[str, str] = {"account_id": account_id, "shard": shard}
-        for i, (level, value) in enumerate(wanted):
-            params[f"l{i}"], params[f"v{i}"] = level, value
-        rows = _counts_statement(len(wanted), sqlite=is_sqlite(self._session)).execute(self._session, params)
-        out: CountMap = {}
-        for stored, level, value, count, children, in_shard in rows:
-            out[(stored, level, value)] = Tally(count, children)
-            if in_shard:
-                out[(shard, level, value)] = Tally(0, 0)
-        return out
+        rows = _counts_statement(shape, sqlite=is_sqlite(self._session)).execute(self._session, params)
+        return _count_map(rows, params["shard"])
 
     def _seen(self, account_id: str, level: str, value: str | None, counts: CountMap | None = None) -> bool | None:
         """Whether the account used ``value`` at ``level`` before (None when the value is unknown)."""
@@ -620,7 +662,9 @@ class FeatureStore:
         """Return ``familiarity_log10`` and ``successful_login_count``, an explanation, and the counter
         rows read (they also answer "new device?" and "new country?" without another query)."""
         hierarchies = ctx.hierarchies()
-        counts = self._read[(account_id, ctx)] = self._counts(account_id, counter_keys(account_id, ctx))
+        counts = self._read.get((account_id, ctx))  # read by login_probe
+        if counts is None:
+            counts = self._read[(account_id, ctx)] = self._counts(account_id, counter_keys(account_id, ctx))
         user_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, account_id))
         total_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, TOTAL_ROW))
         user_logins = user_row.count if user_row else 0
