@@ -591,7 +591,7 @@ class FeatureStore:
         (row,) = statement.execute(self._session, params)
         if counts:
             # Kept for familiarity_features and the counter update of the same login.
-            self._read[(account_id, ctx)] = _count_map(row.counts, global_shard(account_id))
+            self._read[(account_id, ctx)] = _count_map(row.counts, params["shard"])
         return row
 
     def login_probe(self, *, account_id: str, ctx: Context, occurred_at: datetime, received_at: datetime,
@@ -660,11 +660,10 @@ class FeatureStore:
         dict[str, FeatureValue], str | None, CountMap
     ]:
         """Return ``familiarity_log10`` and ``successful_login_count``, an explanation, and the counter
-        rows read (they also answer "new device?" and "new country?" without another query)."""
+        rows read (they also answer "new device?" and "new country?" without another query). The rows are
+        those :meth:`login_probe` read for this login (every login's features start with its probe)."""
         hierarchies = ctx.hierarchies()
-        counts = self._read.get((account_id, ctx))  # read by login_probe
-        if counts is None:
-            counts = self._read[(account_id, ctx)] = self._counts(account_id, counter_keys(account_id, ctx))
+        counts = self._read[(account_id, ctx)]
         user_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, account_id))
         total_row = counts.get((GLOBAL_SCOPE, USER_LEVEL, TOTAL_ROW))
         user_logins = user_row.count if user_row else 0

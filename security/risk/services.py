@@ -71,7 +71,8 @@ ASSESSMENT_INSERT: Final = DriverStatement(insert(table_of(AssessmentRow)))
 PASSWORD_HASH: Final = DriverStatement(select(Account.password_hash).where(Account.id == bindparam("id")))
 
 
-#: The account's brute-force failure counter (no row until its first failure), read by its account id.
+#: The account's brute-force failure counter (no row until its first failure), read by its account id
+#: (:meth:`RiskService._counter`).
 _COUNTER = table_of(LoginFailureCounter)
 _COUNTER_STATE = select(_COUNTER.c.failures, _COUNTER.c.window_started_at, _COUNTER.c.temporary_locks,
                         _COUNTER.c.last_lock_at).where(_COUNTER.c.account_id == bindparam("account_id"))
@@ -238,16 +239,6 @@ def features_from_json(data: Mapping[str, Any]) -> Features:
     return Features(values, errors=errors, explanations=dict(data.get("explanations", {})))
 
 
-def _failure_state(row: Any) -> FailureState:
-    """A failure counter row (:data:`COUNTER_STATE`) as the brute-force logic's state."""
-    return FailureState(
-        failures=row.failures,
-        window_started_at=utc(row.window_started_at) if row.window_started_at else None,
-        temporary_locks=row.temporary_locks,
-        last_lock_at=utc(row.last_lock_at) if row.last_lock_at else None,
-    )
-
-
 def _context(ctx: ContextIn) -> Context:
     return Context(ip=ctx.ip, device_id=ctx.device_id, user_agent=ctx.user_agent, country=ctx.country,
                    lat=ctx.lat, lon=ctx.lon, asn=ctx.asn)
@@ -388,10 +379,20 @@ class RiskService:
         self._owed_client, self.client_checked = None, True
         return columns
 
-    def _counter(self, account_id: str) -> FailureState | None:
-        """The account id's failure counter (row-locked; None until its first failure)."""
-        found = COUNTER_STATE_FOR_UPDATE.execute(self._session, {"account_id": account_id})
-        return _failure_state(found[0]) if found else None
+    def _counter(self, account_id: str, *, lock: bool = True) -> FailureState | None:
+        """The account id's failure counter (row-locked unless ``lock`` is false; None until its first
+        failure)."""
+        statement = COUNTER_STATE_FOR_UPDATE if lock else COUNTER_STATE
+        found = statement.execute(self._session, {"account_id": account_id})
+        if not found:
+            return None
+        row = found[0]
+        return FailureState(
+            failures=row.failures,
+            window_started_at=utc(row.window_started_at) if row.window_started_at else None,
+            temporary_locks=row.temporary_locks,
+            last_lock_at=utc(row.last_lock_at) if row.last_lock_at else None,
+        )
 
     def _save_state(self, account_id: str, stored: FailureState | None, state: FailureState) -> None:
         """Store ``state`` when it differs from the ``stored`` one (a clean success writes nothing). A
@@ -410,8 +411,7 @@ class RiskService:
     def _blocked_login(self, account: Account, ctx: Context, occurred: datetime, now: datetime,
                        client_id: uuid.UUID | None, *, payload: BaseModel, event_id: str | None = None,
                        hash_: str | None = None) -> Outcome:
-        found = COUNTER_STATE.execute(self._session, {"account_id": account.id})
-        state = _failure_state(found[0]) if found else FailureState()
+        state = self._counter(account.id, lock=False) or FailureState()
         features = self._store.login_features(account=account, account_id=account.id, ctx=ctx,
                                               occurred_at=occurred, received_at=now, counter=state,
                                               current_failed=False)
