@@ -24,7 +24,7 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "uuid": {"type": "string", "format": "uuid"},
     "int": {"type": "integer", "minimum": 0},
 }
-# Every string is refused when it contains U+0000 (``api.nul_fields``); strings without a pattern of their
+# Every string is refused when it contains U+0000 (``api.string_problems``); strings without a pattern of their
 # own say so in the document. A field with its own pattern must exclude NUL in that pattern.
 NO_NUL_PATTERN = "^[^\\x00]*$"
 # What pydantic-core's trim removes (Unicode White_Space, as Rust's ``str::trim``), spelled out: ``\s``
@@ -108,7 +108,8 @@ def param_schema(converter: str | None, args: str | None) -> dict[str, Any]:
 
 
 def _operation_spec(
-    op: Operation, params: list[tuple[str, str | None, str | None]], refs: dict[type[BaseModel], str]
+    op: Operation, params: list[tuple[str, str | None, str | None]], refs: dict[type[BaseModel], str],
+    components: dict[str, Any],
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "operationId": op.endpoint.replace(".", "_"),
@@ -128,7 +129,8 @@ def _operation_spec(
         for name, converter, args in params
     ]
     if op.query is not None:
-        schema = op.query.model_json_schema(ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema)
+        # The query model's own component: the enums its properties refer to are components too.
+        schema = components[refs[op.query].rsplit("/", 1)[1]]
         required = set(schema.get("required", []))
         for name, prop in schema.get("properties", {}).items():
             parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
@@ -167,7 +169,7 @@ def build_openapi(app: Flask) -> dict[str, Any]:
     operations = [op for op in REGISTRY if op.endpoint in served]
     models: list[type[BaseModel]] = [Problem]
     for op in operations:
-        for model in (op.body, op.response):
+        for model in (op.body, op.query, op.response):
             if model is not None and model not in models:
                 models.append(model)
     # Pydantic names each component and disambiguates models that share a class name (two slices' own
@@ -176,11 +178,12 @@ def build_openapi(app: Flask) -> dict[str, Any]:
         [(m, "validation") for m in models], ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema
     )
     refs = {model: key_map[(model, "validation")]["$ref"] for model in models}
+    components: dict[str, Any] = defs.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         path, _ = openapi_path(op.rule)
         params = [(m.group("name"), m.group("converter"), m.group("args")) for m in _CONVERTER_OF.finditer(op.rule)]
-        paths.setdefault(path, {})[op.method.lower()] = _operation_spec(op, params, refs)
+        paths.setdefault(path, {})[op.method.lower()] = _operation_spec(op, params, refs, components)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -191,7 +194,7 @@ def build_openapi(app: Flask) -> dict[str, Any]:
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": defs.get("$defs", {}),
+            "schemas": components,
             "securitySchemes": {
                 "clientKey": {"type": "http", "scheme": "bearer", "description": "Service client API key"},
             },
