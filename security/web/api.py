@@ -100,35 +100,74 @@ def validation_problem(exc: ValidationError, where: str) -> InvalidInput:
 
 # PostgreSQL cannot store U+0000 in text and no legitimate field needs it. Refusing it here, for every
 # operation and on both backends, keeps a NUL from turning into a 500 deep inside a query; the OpenAPI
-# document states the same rule (``openapi.NO_NUL_PATTERN``) so clients and the fuzzer know it.
+# document states the same rule (``openapi.NO_NUL_PATTERN``) so clients and the fuzzer know it. A lone
+# surrogate (``"\\ud800"``: Python's json accepts it, it is no character and has no UTF-8 form) is refused
+# the same way, wherever it is, before any model sees the body.
 NUL = "\x00"
 NUL_MESSAGE = "NUL characters (U+0000) are not allowed"
+SURROGATE_MESSAGE = "Not valid Unicode: a lone surrogate (U+D800-U+DFFF) is not a character"
 
 
-def nul_fields(data: Any, path: tuple[int | str, ...] = ()) -> list[str]:
-    """Dotted paths of every string (object key or value) in ``data`` that contains a NUL character."""
+def _string_problem(text: str) -> tuple[str, str] | None:
+    if NUL in text:
+        return "string_nul", NUL_MESSAGE
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "string_unicode", SURROGATE_MESSAGE
+    return None
+
+
+def string_problems(data: Any, path: tuple[int | str, ...] = ()) -> list[tuple[str, str, str]]:
+    """``(dotted path, type, message)`` of every string (object key or value) in ``data`` that holds a NUL
+    character or a lone surrogate."""
     if isinstance(data, str):
-        return [_loc(path)] if NUL in data else []
-    found: list[str] = []
+        problem = _string_problem(data)
+        return [(_loc(path), *problem)] if problem else []
+    found: list[tuple[str, str, str]] = []
     if isinstance(data, dict):
         for key, value in data.items():
-            if NUL in str(key):
-                found.append(_loc((*path, key)))
-            found.extend(nul_fields(value, (*path, key)))
+            problem = _string_problem(str(key))
+            if problem:
+                found.append((_loc((*path, key)), *problem))
+            found.extend(string_problems(value, (*path, key)))
     elif isinstance(data, list):
         for index, value in enumerate(data):
-            found.extend(nul_fields(value, (*path, index)))
+            found.extend(string_problems(value, (*path, index)))
     return found
 
 
-def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
-    bad = nul_fields(data)
+def _refuse_bad_strings(data: Any, where: str) -> None:
+    bad = string_problems(data)
     if bad:
-        errors = [{"location": where, "field": name, "message": NUL_MESSAGE, "type": "string_nul"} for name in bad]
+        errors = [{"location": where, "field": name, "message": message, "type": kind} for name, kind, message in bad]
         raise InvalidInput(f"{len(errors)} field(s) in the {where} are not valid.", errors=errors)
+
+
+def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
+    """``data`` from a query string or a form (text only: ``"5"`` is read as the number 5)."""
+    _refuse_bad_strings(data, where)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        raise validation_problem(exc, where) from None
+
+
+def validate_json(model: type[BaseModel], data: Any, where: str, raw: bytes | str | None = None) -> BaseModel:
+    """``data``, a parsed JSON document (``raw``: its text, if at hand), as ``model``, with JSON's own types.
+
+    pydantic's strict JSON mode takes every value as the type the document states and nothing else: a
+    number is no date-time (``"occurred_at": 0`` is not 1970), a string no number, ``"yes"`` no boolean;
+    an enum or a date-time is its JSON string. Python's lax mode would convert all of those.
+    """
+    _refuse_bad_strings(data, where)
+    try:
+        return model.model_validate_json(raw if raw is not None else json.dumps(data), strict=True)
+    except ValidationError as exc:
+        if any(err["type"] == "json_invalid" for err in exc.errors(include_url=False)):
+            # json.loads accepted the text and no string is unfit: no other input gets here.
+            raise BadRequest("The request body is not valid JSON.") from None
         raise validation_problem(exc, where) from None
 
 
@@ -197,7 +236,7 @@ def operation(
                     request.content_length > request.max_content_length
                 ):
                     raise PayloadTooLarge(f"The body may be at most {request.max_content_length} bytes.")
-                kwargs["body"] = validate(body, parse_json_body(), "body")
+                kwargs["body"] = validate_json(body, parse_json_body(), "body", request.get_data(cache=True))
             if query is not None:
                 kwargs["query"] = validate(query, request.args.to_dict(), "query")
             result = fn(**kwargs)

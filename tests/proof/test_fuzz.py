@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy.orm import Session
 
 from security.permissions import ALL_SCOPES
-from security.web.api import nul_fields
+from security.web.api import string_problems
 from tests.conftest import ApiClient, issue_key
 
 CASES = 2000
@@ -97,9 +97,9 @@ def sent_body_conforms(validator, response) -> bool:
         sent = json.loads(raw)
     except ValueError:  # not JSON at all (a generator's raw bytes): certainly not conforming
         return False
-    # Every string and key in the document is NUL-free; checked directly because jsonschema_rs cannot see
-    # keys holding lone surrogates (which Python's json accepts) the way the server does.
-    return not nul_fields(sent) and validator.is_valid(sent)
+    # Every string and key is NUL-free Unicode (no lone surrogate, which Python's json accepts); checked
+    # directly because jsonschema_rs cannot see keys holding lone surrogates the way the server does.
+    return not string_problems(sent) and validator.is_valid(sent)
 
 
 def check_semantic_refusal(label: str, response) -> None:

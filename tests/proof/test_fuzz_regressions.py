@@ -35,11 +35,12 @@ def test_nul_characters_are_a_422_on_both_backends(api, path, body, field):
 
 
 def test_nul_inside_nested_values_is_found(api):
-    from security.web.api import nul_fields
+    from security.web.api import string_problems
 
-    assert nul_fields({"a": [{"b": "x\x00"}, "ok"], "c": "fine"}) == ["a.0.b"]
-    assert nul_fields(["\x00"]) == ["0"]
-    assert nul_fields({"clean": ["x", 1, None, {"y": "z"}]}) == []
+    assert [p[:2] for p in string_problems({"a": [{"b": "x\x00"}, "ok"], "c": "fine"})] == [("a.0.b", "string_nul")]
+    assert [p[:2] for p in string_problems(["\x00", {"k\ud800": "\u00e9"}])] == [
+        ("0", "string_nul"), ("1.k\ud800", "string_unicode")]
+    assert string_problems({"clean": ["x", 1, None, {"y": "z\u00e9\U0001f600"}]}) == []
 
 
 def body_schema(document: dict, path: str, method: str) -> dict:
@@ -155,3 +156,93 @@ def test_a_trimmed_minimum_length_counts_from_the_first_to_the_last_character():
     assert [bool(re.fullmatch(three, v)) for v in ("abc", "  a c ", "ab", " a  ", "   ", "ab\x00c")] == [
         True, True, False, False, False, False]
     assert trimmed_length_pattern(0) == NO_NUL_PATTERN
+
+
+def test_every_reference_in_the_document_resolves(client):
+    # Was (an outside schemathesis run): the review queue's and appeal list's query parameters referred to
+    # #/components/schemas/LockKind, QueueOrder ... which the document did not hold, so a client could not
+    # know the enum values and the fuzzer skipped those parameters.
+    document = client.get("/openapi.json").get_json()
+
+    def refs(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for value in node.values():
+                yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    found = set(refs(document))
+    assert "#/components/schemas/LockKind" in found
+    for ref in found:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.rsplit("/", 1)[1] in document["components"]["schemas"], ref
+    queue = {p["name"]: p["schema"] for p in document["paths"]["/v1/review/queue"]["get"]["parameters"]}
+    kind = queue["kind"]["anyOf"][0]["$ref"].rsplit("/", 1)[1]
+    assert "brute_force" in document["components"]["schemas"][kind]["enum"]
+
+
+def _context(clock, **extra):
+    return {"ip": "84.150.20.10", "device_id": "laptop-1", "country": "DE", **extra}
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "field"),
+    [
+        # Was (an outside schemathesis run): a number where the document says date-time string was read as
+        # seconds since 1970 and the event scored as of 1970-01-01 (200).
+        ("/v1/events/account-change", {"occurred_at": 0}, "occurred_at"),
+        ("/v1/events/account-change", {"occurred_at": 1764000000.5}, "occurred_at"),
+        ("/v1/logins", {"context": {"occurred_at": 0}}, "context.occurred_at"),
+        # The same lax conversions for other types: a string is no number.
+        ("/v1/events/transaction", {"context": {"lat": "52.52", "lon": "13.40"}}, "context.lat"),
+    ],
+)
+def test_json_values_keep_their_json_types(api, clock, path, change, field):
+    api.put("/v1/accounts/types1", json={"home_country": "DE"})
+    now = clock.now().isoformat()
+    bodies = {
+        "/v1/events/account-change": {"event_id": f"chg-{field}", "account_id": "types1", "change": "email",
+                                      "occurred_at": now, "context": _context(clock)},
+        "/v1/logins": {"account_id": "types1", "password": "violet-harbour-engine-42",
+                       "context": _context(clock, occurred_at=now)},
+        "/v1/events/transaction": {"event_id": f"tx-{field}", "account_id": "types1", "amount": "5.00",
+                                   "currency": "EUR", "destination": {"address": "0xabc"}, "occurred_at": now,
+                                   "context": _context(clock, lat=52.52, lon=13.40)},
+    }
+    valid = bodies[path]
+    wrong = {**valid, **{k: ({**valid[k], **v} if isinstance(v, dict) else v) for k, v in change.items()}}
+    fields = problem_fields(api.post(path, json=wrong), 422, "invalid_input")
+    assert field in fields
+    assert api.post(path, json=valid).status_code == 200  # the same body with JSON's own types is accepted
+
+
+def test_a_batch_item_keeps_json_types_too(api, clock):
+    api.put("/v1/accounts/types2", json={"home_country": "DE"})
+    event = {"type": "account_change", "account_id": "types2", "change": "email",
+             "occurred_at": clock.now().isoformat()}
+    response = api.post("/v1/events:batch", json={"events": [
+        {**event, "event_id": "b-ok"}, {**event, "event_id": "b-num", "occurred_at": 0}]})
+    assert response.status_code == 200, response.get_json()
+    first, second = response.get_json()["results"]
+    assert first["ok"] is True
+    assert second["ok"] is False
+    assert second["error"]["code"] == "invalid_input"
+    assert [(e["location"], e["field"]) for e in second["error"]["errors"]] == [("events.1", "occurred_at")]
+
+
+def test_lone_surrogates_are_a_422_wherever_they_are(api, clock):
+    # Python's json reads "\ud800" as a one-character string that has no UTF-8 form; it is refused by name
+    # like a NUL, in a model's field and in a batch item's free-form object alike (nothing is stored).
+    fields = problem_fields(api.put("/v1/accounts/sur1", json={"email": "b\udb97@example.com"}), 422,
+                            "invalid_input")
+    assert fields == {"email"}
+    assert api.get("/v1/accounts/sur1").status_code == 404
+    event = {"type": "account_change", "event_id": "sur-1", "account_id": "sur1", "change": "email",
+             "occurred_at": clock.now().isoformat(), "x\udc00": 1}
+    response = api.post("/v1/events:batch", json={"events": [event]})
+    assert problem_fields(response, 422, "invalid_input") == {"events.0.x\udc00"}
+    body = response.get_json()
+    assert body["errors"][0]["type"] == "string_unicode"
