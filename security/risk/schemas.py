@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from security.types import ACCOUNT_ID_PATTERN
+from security.web.openapi import AnyJson
 
 #: Decimal strings only: amounts are never floats. Up to 20 integer and 18 fractional digits.
 DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
@@ -184,7 +185,7 @@ class BatchIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    events: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
+    events: Annotated[list[AnyJson], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class RiskOut(BaseModel):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, Flask, Response, current_app, json
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
 
@@ -30,6 +30,24 @@ NO_NUL_PATTERN = "^[^\\x00]*$"
 # What pydantic-core's trim removes (Unicode White_Space, as Rust's ``str::trim``), spelled out: ``\s``
 # differs between regex dialects (ECMA counts U+FEFF, Python U+001C-U+001F, neither is trimmed).
 TRIMMED_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+
+
+#: Any JSON value with no NUL in any string or key, at any depth: what a free-form input value (a batch item,
+#: validated one by one by its operation) may hold. A component, since it refers to itself.
+ANY_JSON = "NulFreeJson"
+ANY_JSON_SCHEMA: dict[str, Any] = {
+    "description": "Any JSON value; no string or object key anywhere in it contains U+0000",
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NO_NUL_PATTERN},
+        {"type": "array", "items": {"$ref": REF_TEMPLATE.format(model=ANY_JSON)}},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL_PATTERN},
+         "additionalProperties": {"$ref": REF_TEMPLATE.format(model=ANY_JSON)}},
+    ],
+}
+
+#: A free-form input value, stated as :data:`ANY_JSON_SCHEMA` in the document.
+AnyJson = Annotated[Any, WithJsonSchema({"$ref": REF_TEMPLATE.format(model=ANY_JSON)})]
 
 
 class ContractJsonSchema(GenerateJsonSchema):
@@ -178,7 +196,7 @@ def build_openapi(app: Flask) -> dict[str, Any]:
         [(m, "validation") for m in models], ref_template=REF_TEMPLATE, schema_generator=ContractJsonSchema
     )
     refs = {model: key_map[(model, "validation")]["$ref"] for model in models}
-    components: dict[str, Any] = defs.get("$defs", {})
+    components: dict[str, Any] = {**defs.get("$defs", {}), ANY_JSON: ANY_JSON_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         path, _ = openapi_path(op.rule)
