@@ -82,6 +82,14 @@ class NotYourClaim(Forbidden):
     title = "Only the operator who claimed the case can release it"
 
 
+class ExpiryOutOfRange(InvalidInput):
+    """A lock's or restriction's ``expires_at`` in the past, or further ahead than allowed: relative to the
+    server's clock, so no schema can state it (its own code, for clients and the fuzzer)."""
+
+    code = "expires_at_out_of_range"
+    title = "expires_at is not in the allowed range"
+
+
 class NotACase(Conflict):
     code = "appeal_not_a_case"
     title = "This appeal names no locked account; there is nobody to answer"
@@ -425,7 +433,7 @@ class ReviewService:
         elif at_most is not None and expires_at > now + at_most:
             problem = f"must be at most {int(at_most.total_seconds() // 3600)} hours from now"
         if problem is not None:
-            raise InvalidInput(f"expires_at {problem}.", errors=[
+            raise ExpiryOutOfRange(f"expires_at {problem}.", errors=[
                 {"location": "body", "field": "expires_at", "message": problem}])
 
     def restrict(self, account_id: str, *, operator: Operator, note: str,

@@ -302,7 +302,7 @@ def test_restriction_expiry_refusals_are_422_and_write_nothing(cases, client, cl
     assert response.status_code == 422
     assert response.headers["Content-Type"].startswith("application/problem+json")
     problem = response.get_json()
-    assert problem["code"] == "invalid_input"
+    assert problem["code"] == "expires_at_out_of_range"
     assert problem["errors"] == [{"location": "body", "field": "expires_at", "message": message}]
     db_session.expire_all()
     assert db_session.get(Account, "a1").status == "active"
