@@ -13,6 +13,7 @@ from security.locks.states import LockKind
 from security.review.appeal_cases import MAX_APPEAL_PAGE_SIZE, AppealCase, AppealItem, AppealOrder, AppealPage
 from security.review.schemas import NOTE_MAX, LockOut, Strict
 from security.types import ACCOUNT_ID_PATTERN
+from security.web.api import JsonInt
 
 NO_NUL = r"^[^\x00]*$"
 """PostgreSQL text cannot hold U+0000: refused as input (422), never a 500 at commit."""
@@ -35,7 +36,7 @@ class DecisionIn(Strict):
     user_reason: str | None = Field(default=None, max_length=NOTE_MAX, pattern=NO_NUL,
                                     description="Shown to the user; required to reject")
     # ``version`` is accepted too: the name the lock unlock body (UnlockIn) uses for the same idea.
-    expected_version: int = Field(ge=1, validation_alias=AliasChoices("expected_version", "version"),
+    expected_version: JsonInt = Field(ge=1, validation_alias=AliasChoices("expected_version", "version"),
                                   description="The appeal version you reviewed: a change since gives 409")
 
 

@@ -20,6 +20,7 @@ from security.review.services import (
     Timeline,
 )
 from security.types import ACCOUNT_ID_PATTERN
+from security.web.api import JsonInt
 
 NOTE_MAX = 2000
 
@@ -110,7 +111,7 @@ class ManualLockIn(Strict):
 
 class UnlockIn(Strict):
     note: str = Field(min_length=3, max_length=NOTE_MAX)
-    version: int = Field(ge=1, description="The lock version you reviewed (from the queue or timeline)")
+    version: JsonInt = Field(ge=1, description="The lock version you reviewed (from the queue or timeline)")
 
 
 class NoteIn(Strict):

@@ -14,10 +14,10 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from flask import Blueprint, Response, g, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from security.errors import BadRequest, FoxguardError, InvalidInput, PayloadTooLarge
 
@@ -152,6 +152,14 @@ def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_problem(exc, where) from None
+
+
+def _integral_number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: An integer body field. JSON Schema counts ``5.0`` as the integer 5, pydantic's strict mode would not.
+JsonInt = Annotated[int, BeforeValidator(_integral_number)]
 
 
 def validate_json(model: type[BaseModel], data: Any, where: str, raw: bytes | str | None = None) -> BaseModel:

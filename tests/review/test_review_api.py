@@ -92,6 +92,21 @@ def test_released_locks_leave_the_queue(cases, client, reviewer):
     assert client.get("/v1/review/queue", headers=headers).get_json()["total"] == 0
 
 
+@pytest.mark.parametrize(("version", "status"), [("1", 422), (True, 422), (1.5, 422), (1.0, 200)])
+def test_the_version_is_a_json_integer(cases, client, reviewer, version, status):
+    # Bodies keep JSON's own types (a string is no number); 1.0 is the integer 1 for JSON Schema, and was
+    # refused by pydantic's strict mode until found by the fuzzer with an operator token.
+    headers = cases.token(reviewer)
+    cases.account("a1")
+    lock = manual_lock(client, headers, "a1").get_json()
+    assert lock["version"] == 1
+    unlocked = client.post(f"/v1/review/locks/{lock['lock_id']}/unlock",
+                           json={"note": "called the owner", "version": version}, headers=headers)
+    assert unlocked.status_code == status, unlocked.get_json()
+    if status == 422:
+        assert [e["field"] for e in unlocked.get_json()["errors"]] == ["version"]
+
+
 def test_claims_belong_to_one_operator_at_a_time(cases, client, reviewer):
     other = cases.operator("omar", "reviewer")
     viewer = cases.operator("vera", "viewer")
