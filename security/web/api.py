@@ -18,6 +18,7 @@ from typing import Annotated, Any, Protocol
 
 from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, BeforeValidator, ValidationError
+from werkzeug.datastructures import MultiDict
 
 from security.errors import BadRequest, FoxguardError, InvalidInput, PayloadTooLarge
 
@@ -154,6 +155,19 @@ def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
         raise validation_problem(exc, where) from None
 
 
+def single_values(args: MultiDict[str, str]) -> dict[str, str]:
+    """A query string's parameters, each given once: ``?page=1&page=2`` is ambiguous, so it is refused
+    (422, type ``repeated_parameter``) instead of silently taking one of the two."""
+    repeated = [name for name, values in args.lists() if len(values) > 1]
+    if repeated:
+        raise InvalidInput(f"{len(repeated)} field(s) in the query are not valid.", errors=[
+            {"location": "query", "field": name, "message": f"Given {len(args.getlist(name))} times; give it once",
+             "type": "repeated_parameter"}
+            for name in repeated
+        ])
+    return args.to_dict()
+
+
 def _integral_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
@@ -246,7 +260,7 @@ def operation(
                     raise PayloadTooLarge(f"The body may be at most {request.max_content_length} bytes.")
                 kwargs["body"] = validate_json(body, parse_json_body(), "body", request.get_data(cache=True))
             if query is not None:
-                kwargs["query"] = validate(query, request.args.to_dict(), "query")
+                kwargs["query"] = validate(query, single_values(request.args), "query")
             result = fn(**kwargs)
             _settle_authentication()
             return render(result, status)

@@ -82,6 +82,16 @@ def test_bad_queue_queries_are_422(cases, client, reviewer, query):
     assert response.get_json()["code"] == "invalid_input"
 
 
+@pytest.mark.parametrize("path", ["/v1/review/queue", "/v1/review/appeals"])
+def test_a_query_parameter_given_twice_is_422(cases, client, reviewer, path):
+    # Which of the two was meant is a guess; the server used to take the first and answer 200.
+    response = client.get(f"{path}?page=1&page=2&order=age", headers=cases.token(reviewer))
+    assert response.status_code == 422
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert response.get_json()["errors"] == [{"location": "query", "field": "page", "type": "repeated_parameter",
+                                              "message": "Given 2 times; give it once"}]
+
+
 def test_released_locks_leave_the_queue(cases, client, reviewer):
     headers = cases.token(reviewer)
     cases.account("a1")
