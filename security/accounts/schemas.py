@@ -18,7 +18,8 @@ DOCUMENT_PATTERN = r"^(?:[^A-Za-z0-9\x00]*[A-Za-z0-9]){4}[^\x00]*$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Values are taken as sent: each field's pattern is checked against exactly what the document states.
+    model_config = ConfigDict(extra="forbid")
 
 
 class AccountIn(Strict):
@@ -50,6 +51,4 @@ class AccountOut(BaseModel):
 
 
 class PasswordIn(Strict):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
-
     password: str = Field(min_length=1, max_length=4096, description="8-128 characters (12+ recommended)")

@@ -33,8 +33,8 @@ NAV_ITEMS.insert(1, NavItem("console.appeals", "Appeals", Permission.CASES_READ)
 @bp.get("/appeals")
 @console_page(Permission.CASES_READ)
 def appeals() -> str:
-    # Empty fields of the GET filter form mean "no filter".
-    args = {k: v for k, v in request.args.items() if v != ""}
+    # Empty fields of the GET filter form mean "no filter"; white space typed around a value is dropped.
+    args = {k: v.strip() for k, v in request.args.items() if v.strip()}
     query = validate(AppealQuery, args, "query")
     assert isinstance(query, AppealQuery)  # noqa: S101 - validate returns the model it was given
     page = appeal_cases(deps()).queue(appeal_filter(query))
@@ -63,7 +63,7 @@ def appeal_decision(appeal_id: uuid.UUID) -> BaseResponse:
         "approve": {APPROVE: True, REJECT: False}.get(choice, choice),
         "note": request.form.get("note") or None,
         "user_reason": request.form.get("user_reason") or None,
-        "expected_version": request.form.get("version", ""),
+        "expected_version": request.form.get("version", "").strip(),
     }, "form")
     assert isinstance(form, DecisionIn)  # noqa: S101
     decide(deps(), appeal_id, current_operator(), form)

@@ -34,14 +34,16 @@ NAV_ITEMS.insert(1, NavItem("console.queue", "Queue", Permission.CASES_READ))
 
 
 def _form(*names: str) -> dict[str, str]:
-    return {name: request.form.get(name, "") for name in names}
+    # A person typed these: white space around a value is dropped here (the API's models take values as
+    # sent; notes trim themselves).
+    return {name: request.form.get(name, "").strip() for name in names}
 
 
 @bp.get("/queue")
 @console_page(Permission.CASES_READ)
 def queue() -> str:
-    # Empty fields of the GET filter form mean "no filter".
-    args = {k: v for k, v in request.args.items() if v != ""}
+    # Empty fields of the GET filter form mean "no filter"; white space typed around a value is dropped.
+    args = {k: v.strip() for k, v in request.args.items() if v.strip()}
     query = validate(QueueQuery, args, "query")
     assert isinstance(query, QueueQuery)  # noqa: S101 - validate returns the model it was given
     d = deps()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import AliasChoices, BaseModel, Field
 
@@ -14,9 +15,7 @@ from security.review.appeal_cases import MAX_APPEAL_PAGE_SIZE, AppealCase, Appea
 from security.review.schemas import NOTE_MAX, LockOut, Strict
 from security.types import ACCOUNT_ID_PATTERN
 from security.web.api import JsonInt
-
-NO_NUL = r"^[^\x00]*$"
-"""PostgreSQL text cannot hold U+0000: refused as input (422), never a 500 at commit."""
+from security.web.openapi import Trimmed
 
 
 class AppealQuery(Strict):
@@ -32,17 +31,16 @@ class AppealQuery(Strict):
 
 class DecisionIn(Strict):
     approve: bool
-    note: str | None = Field(default=None, max_length=NOTE_MAX, pattern=NO_NUL, description="Internal: operators only")
-    user_reason: str | None = Field(default=None, max_length=NOTE_MAX, pattern=NO_NUL,
-                                    description="Shown to the user; required to reject")
+    note: Annotated[str, Trimmed(NOTE_MAX)] | None = Field(default=None, description="Internal: operators only")
+    user_reason: Annotated[str, Trimmed(NOTE_MAX)] | None = Field(
+        default=None, description="Shown to the user; required to reject")
     # ``version`` is accepted too: the name the lock unlock body (UnlockIn) uses for the same idea.
     expected_version: JsonInt = Field(ge=1, validation_alias=AliasChoices("expected_version", "version"),
                                   description="The appeal version you reviewed: a change since gives 409")
 
 
 class ReplyIn(Strict):
-    body: str = Field(min_length=1, max_length=MAX_TEXT, pattern=NO_NUL,
-                      description="Shown to the user with the appeal")
+    body: Annotated[str, Trimmed(MAX_TEXT, min_length=1)] = Field(description="Shown to the user with the appeal")
 
 
 class AppealItemOut(BaseModel):

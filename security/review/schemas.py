@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -21,12 +21,17 @@ from security.review.services import (
 )
 from security.types import ACCOUNT_ID_PATTERN
 from security.web.api import JsonInt
+from security.web.openapi import Trimmed
 
 NOTE_MAX = 2000
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Values are taken as sent (no implicit trimming, see ``openapi.Trimmed``): notes are Trimmed.
+    model_config = ConfigDict(extra="forbid")
+
+
+Note = Annotated[str, Trimmed(NOTE_MAX, min_length=3)]
 
 
 class QueueQuery(Strict):
@@ -104,18 +109,18 @@ class AppealClaimOut(BaseModel):
 
 
 class ManualLockIn(Strict):
-    note: str = Field(min_length=3, max_length=NOTE_MAX, description="Why (kept in the lock's reasons and history)")
+    note: Note = Field(description="Why (kept in the lock's reasons and history)")
     expires_at: AwareDatetime | None = Field(default=None, description="Temporary lock until then; omit: indefinite")
     required_actions: list[RequiredAction] = Field(default_factory=list, max_length=len(RequiredAction))
 
 
 class UnlockIn(Strict):
-    note: str = Field(min_length=3, max_length=NOTE_MAX)
+    note: Note
     version: JsonInt = Field(ge=1, description="The lock version you reviewed (from the queue or timeline)")
 
 
 class NoteIn(Strict):
-    note: str = Field(min_length=3, max_length=NOTE_MAX)
+    note: Note
 
 
 class RestrictIn(NoteIn):

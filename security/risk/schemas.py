@@ -14,13 +14,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     field_validator,
     model_validator,
 )
 
 from security.types import ACCOUNT_ID_PATTERN
-from security.web.openapi import AnyJson
+from security.web.openapi import AnyJson, Trimmed
 
 #: Decimal strings only: amounts are never floats. Up to 20 integer and 18 fractional digits.
 DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
@@ -53,7 +52,9 @@ EventTime = Annotated[
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Values are taken as sent: a field with a pattern is checked against exactly what the document states;
+    # free text is Trimmed (``openapi.Trimmed``).
+    model_config = ConfigDict(extra="forbid")
 
 
 class ContextIn(_In):
@@ -67,8 +68,8 @@ class ContextIn(_In):
 
     # The formats state in /openapi.json what the validator below enforces.
     ip: Annotated[str, Field(max_length=45, json_schema_extra=IP_FORMATS)] | None = None
-    device_id: Annotated[str | None, Field(min_length=1, max_length=128)] = None
-    user_agent: Annotated[str | None, Field(max_length=1024)] = None
+    device_id: Annotated[str, Trimmed(128, min_length=1)] | None = None
+    user_agent: Annotated[str, Trimmed(1024)] | None = None
     country: CountryField | None = None
     lat: Annotated[float | None, Field(ge=-90, le=90)] = None
     lon: Annotated[float | None, Field(ge=-180, le=180)] = None
@@ -101,10 +102,10 @@ class LoginCheckIn(_In):
     """``POST /v1/logins``: verify the credentials and score the attempt."""
 
     account_id: AccountIdField
-    # Taken exactly as typed (the model strips other strings): " pw " is not "pw", as when it was set.
-    password: Annotated[str, StringConstraints(strip_whitespace=False), Field(min_length=1, max_length=1024)]
-    totp_code: Annotated[str | None, Field(max_length=16)] = None
-    recovery_code: Annotated[str | None, Field(max_length=64)] = None
+    # Taken exactly as typed: " pw " is not "pw", as when it was set.
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    totp_code: Annotated[str, Trimmed(16)] | None = None
+    recovery_code: Annotated[str, Trimmed(64)] | None = None
     context: ContextIn = ContextIn()
 
 
@@ -115,16 +116,16 @@ class LoginEventIn(_In):
     account_id: AccountIdField
     occurred_at: EventTime
     outcome: Literal["success", "failure"]
-    method: Annotated[str | None, Field(max_length=32)] = None
+    method: Annotated[str, Trimmed(32)] | None = None
     context: ContextIn = ContextIn()
 
 
 class DestinationIn(_In):
     """Where the money goes."""
 
-    address: Annotated[str, Field(min_length=1, max_length=128)]
+    address: Annotated[str, Trimmed(128, min_length=1)]
     country: CountryField | None = None
-    label: Annotated[str | None, Field(max_length=128)] = None
+    label: Annotated[str, Trimmed(128)] | None = None
 
     @field_validator("country")
     @classmethod

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from flask import Blueprint, Flask
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -41,6 +41,7 @@ from security.risk.services import RiskService
 from security.runtime import runtime
 from security.web.api import operation, validation_problem
 from security.web.deps import Deps, deps
+from security.web.openapi import Trimmed
 from security.web.transaction import end_read_phase
 
 bp = Blueprint("risk", __name__)
@@ -212,9 +213,9 @@ def batch(body: BatchIn) -> BatchOut:
 # --- deny list ----------------------------------------------------------------------------------
 
 class DenyListIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Annotated[str, Trimmed(500, min_length=1)]
     expires_at: AwareDatetime | None = None
 
 

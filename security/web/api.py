@@ -90,11 +90,22 @@ def _loc(parts: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in parts) or "body"
 
 
+#: Patterns that state a rule in words a person can read (``openapi.Trimmed`` registers its own): the
+#: error then says that instead of "String should match pattern '^[^\x00]*[^\t...'".
+PATTERN_MESSAGES: dict[str, str] = {}
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "string_pattern_mismatch":
+        return PATTERN_MESSAGES.get(err.get("ctx", {}).get("pattern", ""), str(err["msg"]))
+    return str(err["msg"])
+
+
 def validation_problem(exc: ValidationError, where: str) -> InvalidInput:
     """Translate pydantic errors; the offending input is never echoed back (it may be a secret)."""
     errors = [
-        {"location": where, "field": _loc(err["loc"]), "message": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        {"location": where, "field": _loc(err["loc"]), "message": _message(err), "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
     ]
     return InvalidInput(f"{len(errors)} field(s) in the {where} are not valid.", errors=errors)
 

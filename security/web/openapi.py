@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+from annotated_types import GroupedMetadata
 from flask import Blueprint, Flask, Response, current_app, json
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
 
 from security.types import ACCOUNT_ID_PATTERN
-from security.web.api import REGISTRY, Operation, openapi_path, operation
+from security.web.api import PATTERN_MESSAGES, REGISTRY, Operation, openapi_path, operation
 
 bp = Blueprint("openapi", __name__)
 
@@ -66,9 +69,7 @@ class ContractJsonSchema(GenerateJsonSchema):
     def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
         json_schema = super().str_schema(schema)
         if "pattern" not in json_schema and "format" not in json_schema:
-            stripped = schema.get("strip_whitespace", self._config.config_dict.get("str_strip_whitespace"))
-            json_schema["pattern"] = trimmed_length_pattern(json_schema.get("minLength", 0)) if stripped \
-                else NO_NUL_PATTERN
+            json_schema["pattern"] = NO_NUL_PATTERN
         return json_schema
 
 
@@ -81,6 +82,46 @@ def trimmed_length_pattern(min_length: int) -> str:
     if min_length == 1:
         return f"^{any_}*{solid}{any_}*$"
     return f"^{any_}*{solid}{any_}{{{min_length - 2},}}{solid}{any_}*$"
+
+
+_TRIMMED_CHARACTERS = "".join(
+    chr(c) for c in (*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
+                     0x202F, 0x205F, 0x3000)
+)
+
+
+def _trim(value: str) -> str:
+    return value.strip(_TRIMMED_CHARACTERS)
+
+
+@dataclass(frozen=True)
+class Trimmed(GroupedMetadata):
+    """Free text whose surrounding white space is dropped, stated exactly in the document:
+    ``note: Annotated[str, Trimmed(2000, min_length=3)]``.
+
+    ``max_length`` counts the text as sent; ``min_length`` its characters from the first to the last
+    non-space one (:func:`trimmed_length_pattern`, which pydantic checks on the text as sent, as any
+    client reading the document would). Only then is the text trimmed (the characters of
+    ``TRIMMED_SPACE``). No model trims implicitly (``str_strip_whitespace``): a value trimmed first is no
+    longer checked against what the document states (``" a1"`` against an account id's pattern, a
+    2,001-character note ending in a space against maxLength 2000), so a field with a pattern of its own
+    is taken as sent.
+    """
+
+    max_length: int
+    min_length: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_length:
+            PATTERN_MESSAGES.setdefault(
+                trimmed_length_pattern(self.min_length),
+                "Should have a character other than white space" if self.min_length == 1 else
+                f"Should have at least {self.min_length} characters, not counting white space around them",
+            )
+
+    def __iter__(self) -> Iterator[object]:
+        yield StringConstraints(max_length=self.max_length, pattern=trimmed_length_pattern(self.min_length))
+        yield AfterValidator(_trim)
 
 
 PROBLEM_REF = REF_TEMPLATE.format(model="Problem")
