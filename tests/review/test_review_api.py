@@ -383,3 +383,18 @@ def test_the_queue_ranks_a_lock_by_its_own_assessment(cases, client, clock, revi
     items = client.get("/v1/review/queue", headers=headers).get_json()["items"]
     assert sorted((i["account_id"], i["score"], i["band"]) for i in items) == [(a, 100, "critical") for a in accounts]
     assert client.get("/v1/review/queue?min_score=100", headers=headers).get_json()["total"] == len(accounts)
+
+
+@pytest.mark.parametrize(("note", "status"), [("  ab  ", 422), ("\u3000" * 5, 422), ("  abc  ", 201)])
+def test_a_note_counts_its_characters_without_the_space_around_it(cases, client, reviewer, note, status):
+    headers = cases.token(reviewer)
+    cases.account("n1")
+    response = manual_lock(client, headers, "n1", note=note)
+    assert response.status_code == status, response.get_json()
+    if status == 422:
+        # The rule in words, not the pattern that states it in the document.
+        assert response.get_json()["errors"] == [{
+            "location": "body", "field": "note", "type": "string_pattern_mismatch",
+            "message": "Should have at least 3 characters, not counting white space around them"}]
+    else:
+        assert response.get_json()["reasons"] == [{"rule": "operator", "points": 0, "detail": "abc"}]
