@@ -354,3 +354,22 @@ def test_the_document_itself_is_valid_openapi(client):
     schema = schemathesis.openapi.from_dict(response.get_json())
     labels = {result.ok().label for result in schema.get_all_operations()}
     assert SELF in labels
+
+
+@pytest.mark.parametrize(("query", "conforms"), [
+    ("account_id=false", True),  # generated as the array ["false"]: sent as a valid account id
+    ("min_score=0.0&order=age", True),  # JSON Schema's integer 0
+    ("", True),
+    ("account_id=j%0C", False),
+    ("page=1&page=2", False),
+    ("min_score=0.5", False),
+    ("unknown=1", False),
+    ("account_id=a%00b", False),
+])
+def test_a_negative_query_is_judged_as_it_was_sent(client, query, conforms):
+    from types import SimpleNamespace
+
+    schema = schemathesis.openapi.from_dict(client.get("/openapi.json").get_json())
+    operation = schema["/v1/review/queue"]["GET"]
+    sent = SimpleNamespace(request=SimpleNamespace(url=f"http://localhost/v1/review/queue?{query}"))
+    assert sent_query_conforms(query_rules(schema.raw_schema, operation), sent) is conforms
