@@ -169,12 +169,12 @@ def validate(model: type[BaseModel], data: Any, where: str) -> BaseModel:
 def single_values(args: MultiDict[str, str]) -> dict[str, str]:
     """A query string's parameters, each given once: ``?page=1&page=2`` is ambiguous, so it is refused
     (422, type ``repeated_parameter``) instead of silently taking one of the two."""
-    repeated = [name for name, values in args.lists() if len(values) > 1]
+    repeated = {name: len(values) for name, values in args.lists() if len(values) > 1}
     if repeated:
         raise InvalidInput(f"{len(repeated)} field(s) in the query are not valid.", errors=[
-            {"location": "query", "field": name, "message": f"Given {len(args.getlist(name))} times; give it once",
+            {"location": "query", "field": name, "message": f"Given {times} times; give it once",
              "type": "repeated_parameter"}
-            for name in repeated
+            for name, times in repeated.items()
         ])
     return args.to_dict()
 

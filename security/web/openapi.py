@@ -30,9 +30,12 @@ PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
 # Every string is refused when it contains U+0000 (``api.string_problems``); strings without a pattern of their
 # own say so in the document. A field with its own pattern must exclude NUL in that pattern.
 NO_NUL_PATTERN = "^[^\\x00]*$"
-# What pydantic-core's trim removes (Unicode White_Space, as Rust's ``str::trim``), spelled out: ``\s``
-# differs between regex dialects (ECMA counts U+FEFF, Python U+001C-U+001F, neither is trimmed).
-TRIMMED_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+# The white space ``Trimmed`` drops around free text (Unicode White_Space), by code point. Patterns list
+# them (``TRIMMED_SPACE``, for a ``[...]`` class) because ``\s`` differs between regex dialects (ECMA counts
+# U+FEFF, Python U+001C-U+001F; neither is trimmed).
+_WHITE_SPACE = (*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F,
+                0x205F, 0x3000)
+TRIMMED_SPACE = "".join(f"\\u{c:04x}" for c in _WHITE_SPACE)
 
 
 #: Any JSON value with no NUL in any string or key, at any depth: what a free-form input value (a batch item,
@@ -84,10 +87,7 @@ def trimmed_length_pattern(min_length: int) -> str:
     return f"^{any_}*{solid}{any_}{{{min_length - 2},}}{solid}{any_}*$"
 
 
-_TRIMMED_CHARACTERS = "".join(
-    chr(c) for c in (*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
-                     0x202F, 0x205F, 0x3000)
-)
+_TRIMMED_CHARACTERS = "".join(map(chr, _WHITE_SPACE))
 
 
 def _trim(value: str) -> str:

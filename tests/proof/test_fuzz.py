@@ -89,13 +89,22 @@ def operation_inputs(operation) -> bool:
     return bool(list(operation.iter_parameters())) or bool(operation.body)
 
 
+def operation_spec(document: dict, operation) -> dict:
+    """The operation's own object in the document (its parameters, body, security)."""
+    return document["paths"][operation.path][operation.method.lower()]
+
+
+def schema_validator(document: dict, schema: dict):
+    """A validator of ``schema``, whose references point into the document's components."""
+    return jsonschema_rs.validator_for({**schema, "components": document["components"]})
+
+
 def body_validator(document: dict, operation):
     """A validator of the operation's JSON body against the document (None when it takes no body)."""
-    spec = document["paths"][operation.path][operation.method.lower()]
-    body = spec.get("requestBody", {}).get("content", {}).get("application/json")
+    body = operation_spec(document, operation).get("requestBody", {}).get("content", {}).get("application/json")
     if body is None:
         return None
-    return jsonschema_rs.validator_for({**body["schema"], "components": document["components"]})
+    return schema_validator(document, body["schema"])
 
 
 def sent_body_conforms(validator, response) -> bool:
@@ -121,11 +130,9 @@ class QueryRules:
 
 
 def query_rules(document: dict, operation) -> QueryRules:
-    spec = document["paths"][operation.path][operation.method.lower()]
-    params = [p for p in spec.get("parameters", []) if p["in"] == "query"]
+    params = [p for p in operation_spec(document, operation).get("parameters", []) if p["in"] == "query"]
     return QueryRules(
-        validators={p["name"]: jsonschema_rs.validator_for({**p["schema"], "components": document["components"]})
-                    for p in params},
+        validators={p["name"]: schema_validator(document, p["schema"]) for p in params},
         required={p["name"] for p in params if p.get("required")},
     )
 
@@ -193,7 +200,7 @@ class Known:
     spare_operator_token: str | None = None
 
     def credential(self, operation) -> str:
-        spec = operation.schema.raw_schema["paths"][operation.path][operation.method.lower()]
+        spec = operation_spec(operation.schema.raw_schema, operation)
         schemes = {name for requirement in spec.get("security") or [] for name in requirement}
         if APPEAL_TOKEN_SCHEME in schemes and self.appeal_token is not None:
             return self.appeal_token
