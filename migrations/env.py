@@ -6,6 +6,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
+from security.db import exists_on
 from security.models import Base
 
 config = context.config
@@ -16,11 +17,18 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 
 
 def run_with(connection) -> None:  # type: ignore[no-untyped-def]
+    dialect = connection.dialect.name
+
+    def include_object(item, _name, _type, reflected, _compare_to) -> bool:  # type: ignore[no-untyped-def]
+        # A model item declared for another backend only (security.db.only_on) is not compared here.
+        return bool(reflected) or exists_on(item, dialect)
+
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=dialect == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

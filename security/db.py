@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from psycopg.types.json import JsonBinaryLoader, JsonLoader
-from sqlalchemy import ClauseElement, Dialect, Engine, MetaData, Table, create_engine, event
+from sqlalchemy import ClauseElement, Dialect, Engine, Index, MetaData, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -37,6 +37,22 @@ class Base(DeclarativeBase):
     """Base of every model; constraint names are deterministic so migrations stay stable."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def only_on(dialect: str, index: Index) -> Index:
+    """``index`` exists on ``dialect``'s databases only (where the backends need different columns).
+
+    ``ddl_if`` keeps it out of other backends' DDL; the ``info`` mark lets the migrations' model check
+    (``migrations/env.py``) compare it only there, since Alembic does not read ``ddl_if``.
+    """
+    index.info["dialect"] = dialect
+    return index.ddl_if(dialect=dialect)
+
+
+def exists_on(item: Any, dialect: str) -> bool:
+    """Whether a schema item of the models exists on ``dialect``'s databases (see :func:`only_on`)."""
+    wanted = getattr(item, "info", {}).get("dialect")
+    return wanted is None or wanted == dialect
 
 
 def table_of(model: type[Base]) -> Table:
