@@ -13,7 +13,7 @@ from flask import redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from security.appeals.states import OPEN_STATES, AppealState
-from security.console.views import NAV_ITEMS, NavItem, bp, safe_next
+from security.console.views import NAV_ITEMS, NavItem, bp, filter_query, safe_next
 from security.locks.states import LockKind
 from security.operators.auth import console_page, current_operator
 from security.operators.policy import Permission
@@ -33,12 +33,8 @@ NAV_ITEMS.insert(1, NavItem("console.appeals", "Appeals", Permission.CASES_READ)
 @bp.get("/appeals")
 @console_page(Permission.CASES_READ)
 def appeals() -> str:
-    # Empty fields of the GET filter form mean "no filter"; white space typed around a value is dropped.
-    args = {k: v.strip() for k, v in request.args.items() if v.strip()}
-    query = validate(AppealQuery, args, "query")
-    assert isinstance(query, AppealQuery)  # noqa: S101 - validate returns the model it was given
+    query, base = filter_query(AppealQuery)
     page = appeal_cases(deps()).queue(appeal_filter(query))
-    base = {k: v for k, v in args.items() if k != "page"}
     return render_template(
         "console/appeals.html", page=page, query=query, base=base, states=list(AppealState),
         kinds=list(LockKind), orders=list(AppealOrder), max_page_size=MAX_APPEAL_PAGE_SIZE, open_states=OPEN_STATES,

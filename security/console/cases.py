@@ -13,7 +13,7 @@ from flask import redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from security.appeals.states import AppealState
-from security.console.views import NAV_ITEMS, NavItem, bp, safe_next
+from security.console.views import NAV_ITEMS, NavItem, bp, filter_query, safe_next
 from security.errors import InvalidInput
 from security.locks.states import LockKind, LockStatus, RequiredAction
 from security.operators.auth import console_page, current_operator
@@ -42,15 +42,11 @@ def _form(*names: str) -> dict[str, str]:
 @bp.get("/queue")
 @console_page(Permission.CASES_READ)
 def queue() -> str:
-    # Empty fields of the GET filter form mean "no filter"; white space typed around a value is dropped.
-    args = {k: v.strip() for k, v in request.args.items() if v.strip()}
-    query = validate(QueueQuery, args, "query")
-    assert isinstance(query, QueueQuery)  # noqa: S101 - validate returns the model it was given
+    query, base = filter_query(QueueQuery)
     d = deps()
     page = review_service(d).queue(queue_filter(query), operator=current_operator())
     waiting = [AppealItemOut.of(item) for item in appeal_cases(d).queue(
         AppealFilter(state=AppealState.PENDING_REVIEW, per_page=APPEAL_QUEUE_LIMIT)).items]
-    base = {k: v for k, v in args.items() if k != "page"}
     return render_template(
         "console/queue.html", page=page, appeals=waiting, query=query, base=base, kinds=list(LockKind),
         statuses=[LockStatus.ACTIVE, LockStatus.AWAITING_ACTIONS], claim_filters=list(ClaimFilter),

@@ -7,9 +7,11 @@ Views only parse the form, call a service and render a template. Permissions and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flask import Blueprint, Flask, Response, g, redirect, render_template, request, url_for
 from markupsafe import Markup
+from pydantic import BaseModel
 from werkzeug.wrappers import Response as BaseResponse
 
 from security.clients.services import ClientService
@@ -35,6 +37,7 @@ from security.operators.policy import Permission
 from security.operators.services import actor_of
 from security.operators.views import SIGN_IN_FAILED_DETAIL, limit_sign_in_attempts
 from security.permissions import ALL_SCOPES
+from security.web.api import validate
 from security.web.deps import deps
 from security.web.transaction import abandon_request_session
 
@@ -75,6 +78,21 @@ def _sign_in_cookie_name() -> str:
 
 def _field(name: str) -> str:
     return request.form.get(name, "")[:MAX_FIELD_CHARS]
+
+
+Query = TypeVar("Query", bound=BaseModel)
+
+
+def filter_query(model: type[Query]) -> tuple[Query, dict[str, str]]:
+    """The GET filter form's fields as ``model``, and those fields without ``page`` (for the page links).
+
+    An empty field means "no filter", and white space typed around a value is dropped (the JSON API takes
+    values as sent).
+    """
+    args = {k: v.strip() for k, v in request.args.items() if v.strip()}
+    query = validate(model, args, "query")
+    assert isinstance(query, model)  # noqa: S101 - validate returns the model it was given
+    return query, {k: v for k, v in args.items() if k != "page"}
 
 
 def safe_next(target: str | None, default: str | None = None) -> str:
