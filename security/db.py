@@ -18,11 +18,12 @@ import orjson
 from psycopg.types.json import JsonBinaryLoader, JsonLoader
 from sqlalchemy import ClauseElement, Dialect, Engine, Index, MetaData, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from security.config import Settings
+from security.sqlite_writers import QueuedConnection, WriterQueueTimeout, queue_for
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -65,13 +66,20 @@ def _prepare_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     pysqlite's own transaction handling begins lazily and never for SAVEPOINT, so (per SQLAlchemy's
     documented recipe) we switch it off and emit ``BEGIN IMMEDIATE`` ourselves. IMMEDIATE takes the write
-    lock up front, so two writers queue on ``busy_timeout`` instead of one failing with SQLITE_BUSY when it
-    upgrades a read to a write. WAL lets readers proceed meanwhile.
+    lock up front, so two writers wait for each other instead of one failing with SQLITE_BUSY when it
+    upgrades a read to a write. On a database file they wait in :mod:`security.sqlite_writers`'s queue
+    (SQLite's own wait sleeps between tries and left requests waiting seconds under load), at most
+    ``busy_timeout`` for this process's other transactions. WAL lets readers proceed meanwhile.
     """
+    path = engine.url.database
+    queue = queue_for(path) if path and path != ":memory:" and not path.startswith("file:") else None
+    timeout_s = busy_timeout_ms / 1000
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        dbapi_connection.writer_queue = queue
+        dbapi_connection.queue_timeout_s = timeout_s
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -81,7 +89,16 @@ def _prepare_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        dbapi_connection = connection.connection.dbapi_connection
+        try:
+            dbapi_connection.enter_queue()
+        except WriterQueueTimeout as error:
+            raise OperationalError("BEGIN IMMEDIATE", None, error) from error
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            dbapi_connection.leave_queue()
+            raise
 
 
 def json_dumps(value: Any) -> str:
@@ -131,7 +148,8 @@ def make_engine(settings: Settings) -> Engine:
             echo=db.echo,
             hide_parameters=True,
             json_serializer=json_dumps,
-            connect_args={"check_same_thread": False, "timeout": db.sqlite_busy_timeout_ms / 1000},
+            connect_args={"check_same_thread": False, "timeout": db.sqlite_busy_timeout_ms / 1000,
+                          "factory": QueuedConnection},
         )
         _prepare_sqlite(engine, db.sqlite_busy_timeout_ms)
         return engine
