@@ -9,7 +9,8 @@ in ``bench/README.md``: p99 0.3-0.5 s, longest 2-3 s, with 2 workers x 4 threads
 
 :class:`WriterQueue` makes them queue instead. A transaction takes, in this order:
 
-1. the process's own lock (a thread lock, re-entrant), waiting at most ``busy_timeout``;
+1. the process's own turn (a thread lock; the thread holding it may take it again), waiting at most
+   ``busy_timeout``;
 2. an exclusive ``flock`` on a lock file next to the database (``<database>-writers``), one per process,
    which the kernel hands to the next waiting process as soon as it is released;
 
@@ -42,7 +43,10 @@ class WriterQueue:
     :func:`queue_for` gives every engine of the same file the same one.
 
     ``take`` and ``release`` pair up per transaction; a thread may take it again while it holds it (a
-    second connection in the same thread then waits for SQLite's own lock, as without the queue).
+    second connection in the same thread then waits for SQLite's own lock, as without the queue). The
+    release may come from another thread than the take (a connection the garbage collector returns to the
+    pool is rolled back wherever the collection runs), so the turn is a plain lock with its holder
+    recorded, not a re-entrant lock that only its owner may release.
     """
 
     def __init__(self, lock_path: str) -> None:
@@ -51,33 +55,40 @@ class WriterQueue:
 
     def reset(self) -> None:
         """Forget every holder (a forked child: its parent's threads and open lock file are not its own)."""
-        self._thread_lock = threading.RLock()
+        self._turn = threading.Lock()
+        self._holder: int | None = None
         self._depth = 0
         self._fd: int | None = None
 
     def take(self, timeout_s: float) -> None:
         """Wait for this process's turn, then for the database's (raises :class:`WriterQueueTimeout`)."""
-        if not self._thread_lock.acquire(timeout=timeout_s):
+        me = threading.get_ident()
+        if self._holder == me:  # only this thread sets or clears its own ident while holding the turn
+            self._depth += 1
+            return
+        if not self._turn.acquire(timeout=timeout_s):
             raise WriterQueueTimeout("database is locked (this process's other transactions held it for "
                                      f"more than {timeout_s:g} s)")
         try:
-            if self._depth == 0:
-                if self._fd is None:
-                    self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-            self._depth += 1
+            if self._fd is None:
+                self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
         except BaseException:
-            self._thread_lock.release()
+            self._turn.release()
             raise
+        self._holder, self._depth = me, 1
 
     def release(self) -> None:
-        """End one :meth:`take` of the calling thread."""
+        """End one :meth:`take`."""
         self._depth -= 1
+        if self._depth > 0:
+            return
+        self._holder = None
         try:
-            if self._depth == 0 and self._fd is not None:
+            if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
-            self._thread_lock.release()
+            self._turn.release()
 
 
 _queues: dict[str, WriterQueue] = {}

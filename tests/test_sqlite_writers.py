@@ -106,6 +106,22 @@ def test_rollback_and_a_closed_connection_leave_the_queue(engine: Engine) -> Non
     assert marks(engine) == [2, 4]
 
 
+def test_a_transaction_ended_from_another_thread_leaves_the_queue(engine: Engine) -> None:
+    """The pool may roll a connection back in another thread than the one that began its transaction (the
+    garbage collector returning a forgotten connection): the queue is released all the same."""
+    conn = engine.connect()
+    conn.begin()
+    conn.execute(text("INSERT INTO marks VALUES (1)"))
+    closer = threading.Thread(target=conn.close)  # returned to the pool mid-transaction: rolled back
+    closer.start()
+    closer.join(PATIENCE_S)
+    thread, begun, errors = write_in_thread(engine, 2)
+    assert begun.wait(PATIENCE_S) and thread.join(PATIENCE_S) is None and errors == []
+    with engine.begin() as again:  # and this thread, which began the first transaction, is not its holder
+        again.execute(text("INSERT INTO marks VALUES (3)"))
+    assert marks(engine) == [2, 3]
+
+
 def test_a_failed_commit_rolls_back_and_leaves_the_queue(engine: Engine) -> None:
     """A COMMIT that fails leaves SQLite's transaction open, and SQLAlchemy never rolls it back (it counts
     the transaction as ended, and its pool skips the rollback on return): the connection rolls it back
