@@ -5,7 +5,7 @@ transaction at a time run on a database file. A transaction that finds the file'
 not wait in a queue: SQLite's busy handler sleeps and tries again, 1, 2, 5, 10 ... up to 100 ms between
 tries, until ``busy_timeout``. Under load several threads of several gunicorn workers sleep at once, the
 lock stands idle between a commit and the next waker's try, and an unlucky request waits seconds (measured
-in ``bench/README.md``: p99 0.3-0.5 s, longest 2-3 s, with 2 workers x 4 threads).
+in ``bench/README.md``: p99 0.3-0.7 s, longest 2-3 s, with 2 workers x 4 threads).
 
 :class:`WriterQueue` makes them queue instead. A transaction takes, in this order:
 
