@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from security.config import Settings
-from security.sqlite_writers import QueuedConnection, WriterQueueTimeout, queue_for
+from security.sqlite_writers import QueuedConnection, WriterQueue, WriterQueueTimeout, queue_for
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -61,7 +61,7 @@ def table_of(model: type[Base]) -> Table:
     return Base.metadata.tables[model.__tablename__]
 
 
-def _prepare_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _prepare_sqlite(engine: Engine, busy_timeout_ms: int, queue: WriterQueue | None) -> None:
     """Make SQLite transactional the way the service needs.
 
     pysqlite's own transaction handling begins lazily and never for SAVEPOINT, so (per SQLAlchemy's
@@ -71,8 +71,6 @@ def _prepare_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     (SQLite's own wait sleeps between tries and left requests waiting seconds under load), at most
     ``busy_timeout`` for this process's other transactions. WAL lets readers proceed meanwhile.
     """
-    path = engine.url.database
-    queue = queue_for(path) if path and path != ":memory:" and not path.startswith("file:") else None
     timeout_s = busy_timeout_ms / 1000
 
     @event.listens_for(engine, "connect")
@@ -141,8 +139,9 @@ def make_engine(settings: Settings) -> Engine:
     db = settings.database
     url = make_url(db.url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        database_file = url.database if url.database and url.database != ":memory:" else None
+        if database_file:
+            Path(database_file).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
             echo=db.echo,
@@ -151,7 +150,9 @@ def make_engine(settings: Settings) -> Engine:
             connect_args={"check_same_thread": False, "timeout": db.sqlite_busy_timeout_ms / 1000,
                           "factory": QueuedConnection},
         )
-        _prepare_sqlite(engine, db.sqlite_busy_timeout_ms)
+        # A "file:" URI names no plain path for the queue's lock file; such a database waits as SQLite does.
+        queue = queue_for(database_file) if database_file and not database_file.startswith("file:") else None
+        _prepare_sqlite(engine, db.sqlite_busy_timeout_ms, queue)
         return engine
     if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")

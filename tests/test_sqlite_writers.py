@@ -73,6 +73,14 @@ def write_in_thread(engine: Engine, n: int) -> tuple[threading.Thread, threading
     return thread, begun, errors
 
 
+def write_at_once(engine: Engine, n: int) -> None:
+    """A transaction of another thread begins and commits without waiting out ``PATIENCE_S``."""
+    thread, begun, errors = write_in_thread(engine, n)
+    assert begun.wait(PATIENCE_S)
+    thread.join(PATIENCE_S)
+    assert not thread.is_alive() and errors == []
+
+
 def marks(engine: Engine) -> list[int]:
     with engine.connect() as conn:
         return [row[0] for row in conn.execute(text("SELECT n FROM marks ORDER BY rowid"))]
@@ -95,14 +103,12 @@ def test_rollback_and_a_closed_connection_leave_the_queue(engine: Engine) -> Non
     conn.begin()
     conn.execute(text("INSERT INTO marks VALUES (1)"))
     conn.rollback()
-    thread, begun, errors = write_in_thread(engine, 2)
-    assert begun.wait(PATIENCE_S) and thread.join(PATIENCE_S) is None and errors == []
+    write_at_once(engine, 2)
 
     conn.begin()
     conn.execute(text("INSERT INTO marks VALUES (3)"))
     conn.close()  # returned to the pool mid-transaction: rolled back
-    thread, begun, errors = write_in_thread(engine, 4)
-    assert begun.wait(PATIENCE_S) and thread.join(PATIENCE_S) is None and errors == []
+    write_at_once(engine, 4)
     assert marks(engine) == [2, 4]
 
 
@@ -115,8 +121,7 @@ def test_a_transaction_ended_from_another_thread_leaves_the_queue(engine: Engine
     closer = threading.Thread(target=conn.close)  # returned to the pool mid-transaction: rolled back
     closer.start()
     closer.join(PATIENCE_S)
-    thread, begun, errors = write_in_thread(engine, 2)
-    assert begun.wait(PATIENCE_S) and thread.join(PATIENCE_S) is None and errors == []
+    write_at_once(engine, 2)
     with engine.begin() as again:  # and this thread, which began the first transaction, is not its holder
         again.execute(text("INSERT INTO marks VALUES (3)"))
     assert marks(engine) == [2, 3]
@@ -157,8 +162,7 @@ def test_waiting_for_this_processs_transactions_is_bounded_by_busy_timeout(db_pa
         assert "database is locked" in str(errors[0])
         assert 0.2 <= waited < PATIENCE_S
         # The one that timed out holds nothing: the next transaction goes ahead at once.
-        thread, begun, errors = write_in_thread(engine, 3)
-        assert begun.wait(PATIENCE_S) and thread.join(PATIENCE_S) is None and errors == []
+        write_at_once(engine, 3)
         assert marks(engine) == [1, 3]
     finally:
         engine.dispose()
@@ -172,8 +176,7 @@ def test_a_failed_begin_leaves_the_queue(db_path: Path) -> None:
         with pytest.raises(OperationalError, match="database is locked"), engine.begin():
             pass
         outsider.execute("ROLLBACK")
-        thread, begun, errors = write_in_thread(engine, 1)
-        assert begun.wait(PATIENCE_S) and thread.join(PATIENCE_S) is None and errors == []
+        write_at_once(engine, 1)
     finally:
         outsider.close()
         engine.dispose()
