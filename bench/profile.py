@@ -2,6 +2,9 @@
 
     .venv/bin/python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench --seed-events 1000000
     .venv/bin/python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench   # reuse the data
+
+``--seed-events`` also saves the seeded database's snapshot (bench/snapshot.py), which ``bench.run``'s
+``--sizes-only``, ``--compare-only``, ``--logins-only`` and ``--reuse-big`` restore before they measure.
     .venv/bin/python -m bench.profile --url ... --op tx --requests 300 --cprofile 25
 
 For every operation of the mix it sends ``--requests`` requests through Flask's test client (no HTTP, no
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.run import Context
 
         ctx = Context(args=args, plan=plan, out=None, env=env, seed=args.seed)  # type: ignore[arg-type]
-        key = prepare(ctx, args.url, args.seed_events).key
+        key = prepare(ctx, args.url, args.seed_events, snapshot=True).key
     else:
         from bench import seed
 

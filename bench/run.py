@@ -371,9 +371,14 @@ class Prepared:
     timings: dict[str, Any]
 
 
-def prepare(ctx: Context, url: str, events: int) -> Prepared:
-    """A fresh, migrated database with the accounts, ``events`` stored events and a client key."""
+def prepare(ctx: Context, url: str, events: int, *, snapshot: bool = False) -> Prepared:
+    """A fresh, migrated database with the accounts, ``events`` stored events and a client key.
+
+    With ``snapshot`` the seeded database is also copied (:mod:`bench.snapshot`) for the runs that reuse
+    it; without, an older copy is discarded (it would describe another seed).
+    """
     from bench import seed
+    from bench import snapshot as snapshots
     from bench.dataset import BENCH_PASSWORD, utc_now
     from security.config import load_settings
 
@@ -382,6 +387,7 @@ def prepare(ctx: Context, url: str, events: int) -> Prepared:
     engine = make_bench_engine(env)
     started = time.monotonic()
     seed.reset(engine)
+    engine.dispose()  # its sessions would keep PostgreSQL from copying the database (snapshot below)
     engine = make_bench_engine(env)  # SQLite: the file was replaced
     key, client_id = seed.create_client(engine)
     with settings_env(env):
@@ -392,6 +398,12 @@ def prepare(ctx: Context, url: str, events: int) -> Prepared:
                                client_id=client_id)
     timings["total_s"] = round(time.monotonic() - started, 1)
     timings["stored_events"] = seed.count_rows(engine, "risk_events")
+    engine.dispose()  # PostgreSQL copies a database only while no session is open on it
+    if snapshot:
+        timings["snapshot_s"] = snapshots.save(url)
+    else:
+        snapshots.discard(url)
+    timings["history"] = seed.history_profile(engine, accounts=ctx.plan.accounts, now=utc_now())
     print(f"  seeded {url.split('@')[-1]}: {timings}", flush=True)
     ctx.engine = engine
     return Prepared(engine, key, client_id, timings)
@@ -489,7 +501,7 @@ def run_backend(ctx: Context) -> None:
     small.engine.dispose()
 
     print(f"[2/7] {plan.events} stored events", flush=True)
-    big = attach(ctx, big_url) if ctx.args.reuse_big else prepare(ctx, big_url, plan.events)
+    big = attach(ctx, big_url) if ctx.args.reuse_big else prepare(ctx, big_url, plan.events, snapshot=True)
     steps["seed_big"] = big.timings
 
     # Both apps stay up (idle while the other is measured), so each starts once and the long run sees
@@ -530,22 +542,40 @@ def run_backend(ctx: Context) -> None:
 
 
 def attach(ctx: Context, url: str) -> Prepared:
-    """Use the big database a previous full run left (a new client key; the history is not re-generated)."""
-    from bench import seed
+    """The big database as it was seeded: restored from its snapshot, or seeded afresh if it has none.
 
-    engine = make_bench_engine(dict(ctx.env, FOXGUARD_DATABASE_URL=url))
-    stored = seed.count_rows(engine, "risk_events")
-    if stored < ctx.plan.events:
-        raise SystemExit(f"the big database holds {stored} events; run the full benchmark first")
-    key, client_id = seed.create_client(engine, name=f"bench-{int(time.time())}")
+    Restoring puts back the history exactly as seeded (the earlier runs' traffic is gone), so runs that
+    reuse the database compare with each other and with a freshly seeded small database. The client key is
+    new either way.
+    """
+    from bench import seed
+    from bench import snapshot as snapshots
+    from bench.dataset import utc_now
+    from security.migrate import upgrade
+
+    restored = snapshots.restore(url)
+    if restored is None:
+        print(f"  {url.split('@')[-1]} has no snapshot of its seeded state: seeding it", flush=True)
+        return prepare(ctx, url, ctx.plan.events, snapshot=True)
     ctx.env = dict(ctx.env, FOXGUARD_DATABASE_URL=url)
+    engine = make_bench_engine(ctx.env)
+    upgrade(engine)  # a snapshot taken before a newer migration gets it now, as a deployment would
+    history = seed.history_profile(engine, accounts=ctx.plan.accounts, now=utc_now())
+    accounts = seed.count_rows(engine, "accounts")
+    if (history["stored_events"], accounts) != (ctx.plan.events, ctx.plan.accounts):
+        print(f"  its snapshot holds {history['stored_events']} events of {accounts} accounts, not "
+              f"{ctx.plan.events} of {ctx.plan.accounts}: seeding it", flush=True)
+        engine.dispose()
+        return prepare(ctx, url, ctx.plan.events, snapshot=True)
+    key, client_id = seed.create_client(engine, name=f"bench-{int(time.time())}")
     ctx.engine = engine
-    print(f"  reusing {url.split('@')[-1]} with {stored} stored events", flush=True)
-    return Prepared(engine, key, client_id, {"stored_events": stored, "reused": True})
+    print(f"  restored {url.split('@')[-1]} from its snapshot in {restored} s: {history}", flush=True)
+    return Prepared(engine, key, client_id, {"stored_events": history["stored_events"], "reused": True,
+                                             "restore_s": restored, "history": history})
 
 
 def attach_big(ctx: Context) -> Prepared:
-    """:func:`attach` to the backend's big database (the ``--*-only`` modes reuse a full run's)."""
+    """:func:`attach` to the backend's big database, restored as seeded (the ``--*-only`` modes)."""
     big_url, _ = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
     return attach(ctx, big_url)
 
@@ -558,9 +588,14 @@ def verified(ctx: Context) -> bool:
 def run_sizes(ctx: Context) -> dict[str, Any]:
     """``--sizes-only``: the stored-history size effect alone, small and big databases alternating.
 
-    Re-seeds the small database and reuses the big one left by a full run (a new client key, so the
-    big history is not re-generated). Alternating spreads a shared machine's noise over both sizes.
+    Re-seeds the small database and restores the big one from its snapshot (:func:`attach`), so both
+    start with their seeded history and take the same traffic from then on. Alternating spreads a shared
+    machine's noise over both sizes. Before every step the recent history of its database is recorded
+    (``steps["history"]``): the features read it, so it must match between the sizes.
     """
+    from bench import seed
+    from bench.dataset import utc_now
+
     plan = ctx.plan
     big_url, small_url = database_urls(ctx.args.backend, ctx.args.smoke, ctx.args.pg_url)
     small = prepare(ctx, small_url, plan.small_events)
@@ -572,22 +607,27 @@ def run_sizes(ctx: Context) -> dict[str, Any]:
         for label, db, url in (("small", small, small_url), ("big", big, big_url)):
             ctx.env = dict(ctx.env, FOXGUARD_DATABASE_URL=url)
             ctx.engine = db.engine
+            ctx.steps.setdefault("history", {})[f"sizes_{label}_{n}"] = seed.history_profile(
+                db.engine, accounts=plan.accounts, now=utc_now())
             with gunicorn(ctx, SERVICE_APP, f"service-{label}-{n}") as server:
                 rates[label].append(loadgen(ctx, server, f"sizes_{label}_{n}", mode="closed", mix="events",
                                             key=db.key)["ok_per_s"])
             verify_stored(ctx, db.engine, f"sizes_{label}_{n}", db.client_id)
+    history = ctx.steps["history"]
     small_rate, big_rate = median(rates["small"]), median(rates["big"])
     drift = (big_rate - small_rate) / small_rate if small_rate else None
     return {"events_per_s_small": rates["small"], "events_per_s_big": rates["big"],
             "size_drift": round(drift, 3) if drift is not None else None,
             "size_met": drift is not None and abs(drift) <= TARGET_SIZE_DRIFT,
             "stored_small": small.timings["stored_events"], "stored_big": big.timings["stored_events"],
+            "per_account_last_day_small": [h["per_account_last_day"] for k, h in history.items() if "small" in k],
+            "per_account_last_day_big": [h["per_account_last_day"] for k, h in history.items() if "big" in k],
             "verification_ok": verified(ctx)}
 
 
 def run_compare(ctx: Context) -> dict[str, Any]:
-    """``--compare-only``: floor and service on the event mix, alternating, on the big database of a full
-    run (a quick check of the throughput ratio after a change; the full run records the numbers)."""
+    """``--compare-only``: floor and service on the event mix, alternating, on the restored big database
+    (a quick check of the throughput ratio after a change; the full run records the numbers)."""
     plan = ctx.plan
     big = attach_big(ctx)
     rates: dict[str, list[float]] = {"floor": [], "service": []}
@@ -607,8 +647,8 @@ def run_compare(ctx: Context) -> dict[str, Any]:
 
 
 def run_logins(ctx: Context) -> dict[str, Any]:
-    """``--logins-only``: password login checks alone and the raw argon2id rate, alternating, on the big
-    database of a full run (a quick check of the login-check share after a change)."""
+    """``--logins-only``: password login checks alone and the raw argon2id rate, alternating, on the
+    restored big database (a quick check of the login-check share after a change)."""
     from bench.argon2_rate import measure
 
     plan = ctx.plan
@@ -786,16 +826,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", default=None, metavar="DIR",
                         help="only re-write DIR/report.md from DIR/results.json")
     parser.add_argument("--reuse-big", action="store_true",
-                        help="keep the big database of a previous full run instead of re-seeding it")
+                        help="restore the big database from the snapshot taken when it was seeded instead of "
+                             "seeding it again (seeds it if there is no snapshot; see bench/snapshot.py)")
     parser.add_argument("--sizes-only", action="store_true",
-                        help="only the 10k-vs-1M comparison, alternating, reusing the big database of a full run")
+                        help="only the 10k-vs-1M comparison, alternating, on the restored big database")
     parser.add_argument("--compare-only", action="store_true",
-                        help="only floor vs service on the event mix, alternating, reusing the big database")
+                        help="only floor vs service on the event mix, alternating, on the restored big database")
     parser.add_argument("--unbalanced", action="store_true",
                         help="let the workers' accept race place the load generator's connections (the default "
                              "opens them evenly over the workers, see bench/balance.py)")
     parser.add_argument("--logins-only", action="store_true",
-                        help="only login checks and the raw argon2 rate, alternating, reusing the big database")
+                        help="only login checks and the raw argon2 rate, alternating, on the restored big "
+                             "database")
     for name, default in vars(Plan()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None)
     args = parser.parse_args(argv)

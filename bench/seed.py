@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Engine, Table, insert, text
+from sqlalchemy import Engine, Table, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from bench.dataset import HISTORY_SPAN, Person, amount_like, created_at, person
@@ -319,6 +319,23 @@ def analyze(engine: Engine) -> None:
     else:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
+
+
+def history_profile(engine: Engine, *, accounts: int, now: datetime) -> dict[str, Any]:
+    """How much stored history falls inside the features' recent windows at ``now``.
+
+    The features read each account's last hour and last day, so two databases compare fairly only if
+    these match: a database that has taken earlier runs' traffic scores against more recent history than
+    a freshly seeded one of the same size (round 11, bench/README.md).
+    """
+    day, hour = now - timedelta(days=1), now - timedelta(hours=1)
+    with engine.connect() as conn:
+        stored, last_day, last_hour, newest = conn.execute(select(
+            func.count(), func.count().filter(RiskEvent.occurred_at >= day),
+            func.count().filter(RiskEvent.occurred_at >= hour), func.max(RiskEvent.occurred_at))).one()
+    return {"stored_events": stored, "per_account_last_day": round(last_day / accounts, 2),
+            "per_account_last_hour": round(last_hour / accounts, 2),
+            "newest_event_age_h": round((now - newest).total_seconds() / 3600, 2) if newest else None}
 
 
 def count_rows(engine: Engine, table: str) -> int:
