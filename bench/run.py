@@ -585,13 +585,27 @@ def verified(ctx: Context) -> bool:
     return all(v["ok"] for v in ctx.steps.get("verification", {}).values())
 
 
+def relative_cost(ctx: Context, name: str) -> float | None:
+    """Step ``name``'s service CPU per request (gunicorn, plus the PostgreSQL server on that backend) over
+    the load generator's: the generator's work per request does not depend on the database, so the quotient
+    takes out most of the machine's drift from step to step (it understates a slowdown a little, as the
+    generator also spends more per request when answers come slower)."""
+    cpu = ctx.steps[name].get("cpu_ms_per_request")
+    if not cpu or not cpu.get("loadgen"):
+        return None
+    service = cpu["app"] + (cpu["postgres"] if ctx.args.backend == "postgresql" else 0.0)
+    return round(service / cpu["loadgen"], 2)
+
+
 def run_sizes(ctx: Context) -> dict[str, Any]:
     """``--sizes-only``: the stored-history size effect alone, small and big databases alternating.
 
     Re-seeds the small database and restores the big one from its snapshot (:func:`attach`), so both
     start with their seeded history and take the same traffic from then on. Alternating spreads a shared
     machine's noise over both sizes. Before every step the recent history of its database is recorded
-    (``steps["history"]``): the features read it, so it must match between the sizes.
+    (``steps["history"]``): the features read it, so it must match between the sizes. Next to the
+    throughput (the issue's target), ``cpu_per_event_drift`` compares the service's CPU per event with the
+    machine's speed divided out (:func:`relative_cost`).
     """
     from bench import seed
     from bench.dataset import utc_now
@@ -616,9 +630,15 @@ def run_sizes(ctx: Context) -> dict[str, Any]:
     history = ctx.steps["history"]
     small_rate, big_rate = median(rates["small"]), median(rates["big"])
     drift = (big_rate - small_rate) / small_rate if small_rate else None
+    cost = {label: [relative_cost(ctx, f"sizes_{label}_{n}") for n in range(plan.repeats)] for label in rates}
+    known = {label: [c for c in values if c is not None] for label, values in cost.items()}
+    cost_drift = (median(known["big"]) / median(known["small"]) - 1
+                  if known["small"] and known["big"] else None)
     return {"events_per_s_small": rates["small"], "events_per_s_big": rates["big"],
             "size_drift": round(drift, 3) if drift is not None else None,
             "size_met": drift is not None and abs(drift) <= TARGET_SIZE_DRIFT,
+            "cpu_per_event_vs_loadgen_small": cost["small"], "cpu_per_event_vs_loadgen_big": cost["big"],
+            "cpu_per_event_drift": round(cost_drift, 3) if cost_drift is not None else None,
             "stored_small": small.timings["stored_events"], "stored_big": big.timings["stored_events"],
             "per_account_last_day_small": [h["per_account_last_day"] for k, h in history.items() if "small" in k],
             "per_account_last_day_big": [h["per_account_last_day"] for k, h in history.items() if "big" in k],

@@ -130,3 +130,40 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "| Service / floor (medians) |" in report
     assert "gunicorn" in report
+
+
+def test_sizes_only_smoke_compares_databases_that_start_alike(tmp_path: Path) -> None:
+    """``--sizes-only``: a fresh small database and the big one as seeded (restored from its snapshot, or
+    seeded when there is none), alternating; each step records the recent history it started from."""
+    out = tmp_path / "sizes"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOXGUARD_")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--sizes-only", "--repeats", "2", *_backend_args(),
+         "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S, check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    head, steps, plan = results["headline"], results["steps"], results["plan"]
+
+    assert head["verification_ok"] is True
+    assert head["stored_small"] == plan["small_events"] and head["stored_big"] == plan["events"]
+    assert len(head["events_per_s_small"]) == len(head["events_per_s_big"]) == 2
+    assert min(head["events_per_s_small"] + head["events_per_s_big"]) > 0
+    # The big database is as seeded: restored from its snapshot (a full smoke run saved one), or seeded now.
+    big = steps["seed_big"]
+    assert ("restore_s" in big) != ("snapshot_s" in big), big
+    # Before its first step it holds only the seeded history: nothing from an earlier run in the last hour
+    # beyond the few seeded events that may fall there (600 events over 180 days).
+    first_big = steps["history"]["sizes_big_0"]
+    assert first_big["stored_events"] == plan["events"]
+    assert first_big["per_account_last_hour"] < 1
+    # Each later step starts with the traffic of the earlier ones on the same database.
+    assert steps["history"]["sizes_big_1"]["stored_events"] > plan["events"]
+    assert head["per_account_last_day_big"][1] > head["per_account_last_day_big"][0]
+    # The service's CPU per event over the load generator's, per step, and the big database's against the
+    # small one's (a quotient of positive medians).
+    for label in ("small", "big"):
+        costs = head[f"cpu_per_event_vs_loadgen_{label}"]
+        assert len(costs) == 2 and all(c > 0 for c in costs), costs
+    assert head["cpu_per_event_drift"] > -1
