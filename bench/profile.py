@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench --seed-events 1000000
     .venv/bin/python -m bench.profile --url postgresql+psycopg://postgres@127.0.0.1:5432/fg_bench   # reuse the data
+    .venv/bin/python -m bench.profile --url ... --op tx --requests 300 --cprofile 25
 
 ``--seed-events`` also saves the seeded database's snapshot (bench/snapshot.py), which ``bench.run``'s
 ``--sizes-only``, ``--compare-only``, ``--logins-only`` and ``--reuse-big`` restore before they measure.
-    .venv/bin/python -m bench.profile --url ... --op tx --requests 300 --cprofile 25
 
 For every operation of the mix it sends ``--requests`` requests through Flask's test client (no HTTP, no
 gunicorn: the application's own cost), and reports wall and CPU milliseconds per request, the CPU the

@@ -8,7 +8,9 @@ Steps (each load step is a separate ``bench.loadgen`` process; results land in `
 
 1. *small*: a database with the same accounts but only ``--small-events`` stored events; the service's
    maximum throughput on the scored-event mix (the "10k stored events" reference).
-2. *big*: a fresh database with ``--events`` stored events (1,000,000 by default).
+2. *big*: a fresh database with ``--events`` stored events (1,000,000 by default), saved as a snapshot
+   (``bench/snapshot.py``) that the runs reusing it (``--sizes-only`` and the other ``--*-only`` modes,
+   ``--reuse-big``) restore, so they all start from the seeded history.
 3. floor vs service, ``--repeats`` times alternating (the machine is shared; alternating spreads the
    noise over both): maximum throughput on the scored-event mix (70% transactions, 25% login events).
 4. the full mix (70/25/5 with password login checks): maximum rate, then open-loop at 50% and 80% of it.
