@@ -43,13 +43,14 @@ def context(tmp_path: Path, plan: Plan = PLAN) -> Context:
 
 
 def add_recent_traffic(engine: Engine, client_id: object) -> None:
-    """What a load step leaves behind: events of the last minutes."""
+    """What a load step leaves behind: events of the last minute (newer than any seeded event, which the
+    seeder places at least a minute before its anchor)."""
     now = utc_now()
     rows = list(generate_events(seed=99, accounts=PLAN.accounts, events=TRAFFIC, anchor=now,
                                 client_id=client_id))  # type: ignore[arg-type]
     for n, row in enumerate(rows):
-        row.update(event_id=f"traffic-{n}", occurred_at=now - timedelta(minutes=2),
-                   received_at=now - timedelta(minutes=2))
+        row.update(event_id=f"traffic-{n}", occurred_at=now - timedelta(seconds=30),
+                   received_at=now - timedelta(seconds=30))
     with engine.begin() as conn:
         conn.execute(insert(RiskEvent.__table__), rows)
 
@@ -91,7 +92,7 @@ def test_history_profile_counts_the_recent_windows(tmp_path: Path, url: str) -> 
         assert profile["stored_events"] == PLAN.events + TRAFFIC
         for window in ("per_account_last_hour", "per_account_last_day"):
             assert profile[window] - seeded[window] == pytest.approx(TRAFFIC / PLAN.accounts)
-        assert profile["newest_event_age_h"] == pytest.approx(2 / 60, abs=0.01)
+        assert profile["newest_event_age_h"] == pytest.approx(30 / 3600, abs=0.005)
     finally:
         db.engine.dispose()
 
