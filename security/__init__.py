@@ -17,7 +17,7 @@ from security.clock import Clock, SystemClock
 from security.config import Settings, load_settings
 from security.credentials.passwords import PasswordHasher, PasswordPolicy
 from security.crypto import SecretBox
-from security.db import make_engine, make_session_factory
+from security.db import make_engine, make_session_factory, sqlite_file
 from security.entropy import Entropy, SystemEntropy
 from security.runtime import EXTENSION_KEY, Runtime
 from security.types import ACCOUNT_ID_PATTERN
@@ -34,8 +34,9 @@ class AccountIdConverter(BaseConverter):
 def _absolute_sqlite_url(url: str) -> str:
     """Relative SQLite paths are taken from the project root, not the working directory."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        path = Path(parsed.database)
+    database = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if database:
+        path = Path(database)
         if not path.is_absolute():
             return parsed.set(database=str(ROOT / path)).render_as_string(hide_password=False)
     return url

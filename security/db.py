@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from psycopg.types.json import JsonBinaryLoader, JsonLoader
 from sqlalchemy import ClauseElement, Dialect, Engine, Index, MetaData, Table, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -59,6 +59,11 @@ def exists_on(item: Any, dialect: str) -> bool:
 def table_of(model: type[Base]) -> Table:
     """The ``Table`` a model is mapped to, typed as one (for Core statements on hot paths)."""
     return Base.metadata.tables[model.__tablename__]
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The file a SQLite URL names, or None for an in-memory database."""
+    return url.database if url.database and url.database != ":memory:" else None
 
 
 def _prepare_sqlite(engine: Engine, busy_timeout_ms: int, queue: WriterQueue | None) -> None:
@@ -139,7 +144,7 @@ def make_engine(settings: Settings) -> Engine:
     db = settings.database
     url = make_url(db.url)
     if url.get_backend_name() == "sqlite":
-        database_file = url.database if url.database and url.database != ":memory:" else None
+        database_file = sqlite_file(url)
         if database_file:
             Path(database_file).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(

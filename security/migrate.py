@@ -12,6 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
+from security.db import sqlite_file
+
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
 # Arbitrary constant naming the PostgreSQL advisory lock that serialises concurrent migrators.
@@ -43,11 +45,11 @@ def is_at_head(connection: Connection) -> bool:
 def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Bring the database to ``revision``; safe when several processes start at once."""
     if engine.dialect.name == "sqlite":
-        lock_path = Path(str(engine.url.database or "foxguard")).with_suffix(".migrate.lock")
-        if engine.url.database in (None, "", ":memory:"):
+        database = sqlite_file(engine.url)
+        if database is None:
             _upgrade(engine, revision)
             return
-        with lock_path.open("w") as lock:
+        with Path(database).with_suffix(".migrate.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             _upgrade(engine, revision)
         return
