@@ -154,18 +154,15 @@ def make_bench_engine(env: dict[str, str]) -> Engine:
 
 def ensure_database(url: str) -> None:
     """Create the PostgreSQL database of ``url`` if it does not exist (SQLite needs nothing)."""
+    from bench.snapshot import admin_session, database_exists, quote
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         SQLITE_DIR.mkdir(parents=True, exist_ok=True)
         return
-    from sqlalchemy import create_engine
-
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}).first()
-        if not exists:
-            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
+    with admin_session(parsed) as conn:
+        if not database_exists(conn, str(parsed.database)):
+            conn.execute(text(f"CREATE DATABASE {quote(str(parsed.database))}"))
 
 
 @dataclass
@@ -399,13 +396,13 @@ def prepare(ctx: Context, url: str, events: int, *, snapshot: bool = False) -> P
     timings = seed.seed_events(engine, seed=ctx.seed, accounts=ctx.plan.accounts, events=events, anchor=anchor,
                                client_id=client_id)
     timings["total_s"] = round(time.monotonic() - started, 1)
-    timings["stored_events"] = seed.count_rows(engine, "risk_events")
     engine.dispose()  # PostgreSQL copies a database only while no session is open on it
     if snapshot:
         timings["snapshot_s"] = snapshots.save(url)
     else:
         snapshots.discard(url)
     timings["history"] = seed.history_profile(engine, accounts=ctx.plan.accounts, now=utc_now())
+    timings["stored_events"] = timings["history"]["stored_events"]
     print(f"  seeded {url.split('@')[-1]}: {timings}", flush=True)
     ctx.engine = engine
     return Prepared(engine, key, client_id, timings)

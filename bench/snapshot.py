@@ -15,7 +15,8 @@ same code (bench/README.md, "What changed in round 11").
   renamed over the database).
 
 Seeding a database without saving a snapshot discards the old one (:func:`discard`), so a snapshot never
-describes another seed or size than the database it restores.
+describes another seed or size than the database it restores. ``bench.run`` creates its PostgreSQL
+databases with the same :func:`admin_session`, :func:`database_exists` and :func:`quote`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import NullPool
 
+from security.db import sqlite_file
+
 SUFFIX: Final = "_seeded"
 
 
@@ -40,14 +43,15 @@ def _is_postgres(url: URL) -> bool:
 
 
 def _sqlite_files(url: URL) -> tuple[Path, Path]:
-    if not url.database or url.database == ":memory:":
+    file = sqlite_file(url)
+    if file is None:
         raise ValueError(f"a snapshot needs a database file, not {url.render_as_string()}")
-    database = Path(url.database)
+    database = Path(file)
     return database, database.with_name(database.name + ".seeded")
 
 
 @contextmanager
-def _admin(url: URL) -> Iterator[Connection]:
+def admin_session(url: URL) -> Iterator[Connection]:
     """An autocommit session on the server's ``postgres`` database (CREATE/DROP DATABASE need one)."""
     engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
@@ -57,25 +61,27 @@ def _admin(url: URL) -> Iterator[Connection]:
         engine.dispose()
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
+    """``name`` as a quoted SQL identifier (database names are not bind parameters)."""
     return '"' + name.replace('"', '""') + '"'
 
 
-def _pg_exists(conn: Connection, name: str) -> bool:
+def database_exists(conn: Connection, name: str) -> bool:
+    """Whether the server has a database called ``name``."""
     return conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is not None
 
 
 def _copy_database(conn: Connection, source: str, target: str) -> None:
-    conn.execute(text(f"DROP DATABASE IF EXISTS {_quote(target)} WITH (FORCE)"))
-    conn.execute(text(f"CREATE DATABASE {_quote(target)} TEMPLATE {_quote(source)} STRATEGY FILE_COPY"))
+    conn.execute(text(f"DROP DATABASE IF EXISTS {quote(target)} WITH (FORCE)"))
+    conn.execute(text(f"CREATE DATABASE {quote(target)} TEMPLATE {quote(source)} STRATEGY FILE_COPY"))
 
 
 def exists(database_url: str) -> bool:
     """Whether a snapshot of ``database_url`` has been saved."""
     url = make_url(database_url)
     if _is_postgres(url):
-        with _admin(url) as conn:
-            return _pg_exists(conn, f"{url.database}{SUFFIX}")
+        with admin_session(url) as conn:
+            return database_exists(conn, f"{url.database}{SUFFIX}")
     return _sqlite_files(url)[1].exists()
 
 
@@ -84,7 +90,7 @@ def save(database_url: str) -> float:
     url = make_url(database_url)
     started = time.monotonic()
     if _is_postgres(url):
-        with _admin(url) as conn:
+        with admin_session(url) as conn:
             _copy_database(conn, str(url.database), f"{url.database}{SUFFIX}")
     else:
         database, copy = _sqlite_files(url)
@@ -105,8 +111,8 @@ def restore(database_url: str) -> float | None:
     url = make_url(database_url)
     started = time.monotonic()
     if _is_postgres(url):
-        with _admin(url) as conn:
-            if not _pg_exists(conn, f"{url.database}{SUFFIX}"):
+        with admin_session(url) as conn:
+            if not database_exists(conn, f"{url.database}{SUFFIX}"):
                 return None
             _copy_database(conn, f"{url.database}{SUFFIX}", str(url.database))
     else:
@@ -125,7 +131,7 @@ def discard(database_url: str) -> None:
     """Remove the snapshot of ``database_url`` if there is one."""
     url = make_url(database_url)
     if _is_postgres(url):
-        with _admin(url) as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {_quote(f'{url.database}{SUFFIX}')} WITH (FORCE)"))
+        with admin_session(url) as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quote(f'{url.database}{SUFFIX}')} WITH (FORCE)"))
     else:
         _sqlite_files(url)[1].unlink(missing_ok=True)
