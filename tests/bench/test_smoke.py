@@ -96,8 +96,8 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     assert head["login_checks_per_s"] > 0
     assert head["argon2_parallel_per_s"] > 0
     load_steps = {name: s for name, s in steps.items() if isinstance(s, dict) and "by_op" in s}
-    assert {"floor_events_max_0", "service_events_max_0", "service_events_max_small", "full_max",
-            "full_open_50", "full_open_80", "logins_max", "long_run"} <= set(load_steps)
+    assert {"floor_events_max_0", "service_events_max_0", "service_events_max_small", "events_open_50",
+            "events_open_80", "full_max", "full_open_50", "full_open_80", "logins_max", "long_run"} <= set(load_steps)
     for name, step in load_steps.items():
         assert step["requests"] > 0, name
         assert set(step["status"]) == {"200"}, (name, step["status"])
@@ -110,6 +110,15 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
                 for op in load_steps[name]["by_op"]}
     assert {"tx", "login_event"} <= full_ops <= {"tx", "login_event", "login_check"}
     assert set(load_steps["logins_max"]["by_op"]) == {"login_check"}
+    # The scored events' own latency: the event mix alone, open loop, at half and 80% of its measured max.
+    events_max = head["service_events_per_s"][0]
+    for share in (50, 80):
+        step = load_steps[f"events_open_{share}"]
+        assert set(step["by_op"]) == {"tx", "login_event"}
+        assert step["config"]["mode"] == "open"
+        assert step["config"]["rate"] == pytest.approx(events_max * share / 100, abs=0.01)
+    assert head["events_latency_at_50"] == load_steps["events_open_50"]["latency"]
+    assert head["events_p99_at_50_met"] is (head["events_latency_at_50"]["p99_ms"] <= 25)
     assert load_steps["long_run"]["rss"]["workers"], "worker RSS was sampled"
     assert len(load_steps["long_run"]["rss"]["workers"]) == results["plan"]["workers"]
 
@@ -129,6 +138,9 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
 
     report = (out / "report.md").read_text()
     assert "| Service / floor (medians) |" in report
+    assert "| Event mix alone (scored events, no login checks) at 50%" in report
+    assert "## Latency by operation in the open-loop steps" in report
+    assert "| events_open_50 |" in report and "| full_open_50 |" in report
     assert "gunicorn" in report
 
 
