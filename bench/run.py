@@ -12,7 +12,9 @@ Steps (each load step is a separate ``bench.loadgen`` process; results land in `
    (``bench/snapshot.py``) that the runs reusing it (``--sizes-only`` and the other ``--*-only`` modes,
    ``--reuse-big``) restore, so they all start from the seeded history.
 3. floor vs service, ``--repeats`` times alternating (the machine is shared; alternating spreads the
-   noise over both): maximum throughput on the scored-event mix (70% transactions, 25% login events).
+   noise over both): maximum throughput on the scored-event mix (70% transactions, 25% login events);
+   then the service alone on that mix, open-loop at 50% and 80% of its maximum (the scored events' own
+   latency, with no password hashing in the way).
 4. the full mix (70/25/5 with password login checks): maximum rate, then open-loop at 50% and 80% of it.
 5. password login checks alone (maximum rate) vs the raw argon2id verify rate.
 6. a long open-loop run at 50% of the full-mix maximum with worker RSS sampled every second.
