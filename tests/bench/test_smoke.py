@@ -112,9 +112,10 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     assert set(load_steps["logins_max"]["by_op"]) == {"login_check"}
     # The scored events' own latency: the event mix alone, open loop, at half and 80% of its measured max.
     events_max = head["service_events_per_s"][0]
+    event_ops = {op for share in (50, 80) for op in load_steps[f"events_open_{share}"]["by_op"]}
+    assert event_ops == {"tx", "login_event"}  # (a one-second step on a slow machine may draw no login event)
     for share in (50, 80):
         step = load_steps[f"events_open_{share}"]
-        assert set(step["by_op"]) == {"tx", "login_event"}
         assert step["config"]["mode"] == "open"
         assert step["config"]["rate"] == pytest.approx(events_max * share / 100, abs=0.01)
     assert head["events_latency_at_50"] == load_steps["events_open_50"]["latency"]
