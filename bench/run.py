@@ -13,6 +13,7 @@ Steps (each load step is a separate ``bench.loadgen`` process; results land in `
    ``--reuse-big``) restore, so they all start from the seeded history.
 3. floor vs service, ``--repeats`` times alternating (the machine is shared; alternating spreads the
    noise over both): maximum throughput on the scored-event mix (70% transactions, 25% login events);
+   then the floor open-loop at 50% of its maximum (its own latency: the reference for the service's);
    then the service alone on that mix, open-loop at 50% and 80% of its maximum (the scored events' own
    latency, with no password hashing in the way).
 4. the full mix (70/25/5 with password login checks): maximum rate, then open-loop at 50% and 80% of it.
@@ -516,6 +517,11 @@ def run_backend(ctx: Context) -> None:
             steps.setdefault("floor_rows_deleted", []).append(delete_floor_rows(big.engine))
             loadgen(ctx, server, f"service_events_max_{n}", mode="closed", mix="events", key=big.key)
             verify_stored(ctx, big.engine, f"service_events_max_{n}", big.client_id)
+        # The floor's own latency at half its measured maximum: what Flask, gunicorn, the load generator and
+        # one committed INSERT give on this machine, the reference for the service's p99 at half load.
+        floor_max = median(steps[f"floor_events_max_{n}"]["ok_per_s"] for n in range(plan.repeats))
+        loadgen(ctx, floor, "floor_open_50", mode="open", mix="events", rate=floor_max / 2)
+        steps["floor_rows_deleted"].append(delete_floor_rows(big.engine))
         # The scored events' own latency: the event mix alone (no login checks, so no argon2 in the way)
         # at 50% and 80% of the service's measured maximum on it.
         events_max = median(steps[f"service_events_max_{n}"]["ok_per_s"] for n in range(plan.repeats))
@@ -715,6 +721,7 @@ def headline(ctx: Context) -> dict[str, Any]:
     # Results of runs before round 13 have no open-loop steps on the event mix (``--render`` reads them).
     events_50, events_80 = steps.get("events_open_50"), steps.get("events_open_80")
     events_p99_50 = events_50["latency"].get("p99_ms") if events_50 else None
+    floor_50 = steps.get("floor_open_50")  # (since round 14)
     rss = rss_verdict(steps.get("long_run", {}).get("rss"))
     return {
         "floor_events_per_s": floors,
@@ -732,6 +739,8 @@ def headline(ctx: Context) -> dict[str, Any]:
         "events_achieved_at_50_per_s": events_50["ok_per_s"] if events_50 else None,
         "events_achieved_at_80_per_s": events_80["ok_per_s"] if events_80 else None,
         "events_p99_at_50_met": events_p99_50 is not None and events_p99_50 <= TARGET_P99_MS,
+        "floor_latency_at_50": floor_50["latency"] if floor_50 else None,
+        "floor_achieved_at_50_per_s": floor_50["ok_per_s"] if floor_50 else None,
         "login_checks_per_s": logins,
         "argon2_parallel_per_s": argon2["parallel_per_s"],
         "argon2_single_per_s": argon2["single_process_per_s"],
@@ -799,6 +808,10 @@ def markdown(ctx: Context, head: dict[str, Any], meta: dict[str, Any]) -> str:
             f"| Event mix alone at 80%: achieved req/s; p50/p95/p99 ms | {head['events_achieved_at_80_per_s']}; "
             f"{_lat(head['events_latency_at_80'])} | | |",
         ]
+    if head.get("floor_latency_at_50"):
+        lines.append(f"| Floor, event mix at 50% of its max (the reference, no target): achieved req/s; "
+                     f"p50/p95/p99 ms | {head['floor_achieved_at_50_per_s']}; {_lat(head['floor_latency_at_50'])} "
+                     "| | |")
     lines += [
         f"| Full mix at 50%: achieved req/s; p50/p95/p99 ms | {head['achieved_at_50_per_s']}; "
         f"{_lat(head['latency_at_50'])} | p99 <= {TARGET_P99_MS:g} ms | {_yes(head['p99_at_50_met'])} |",

@@ -97,7 +97,7 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     assert head["login_checks_per_s"] > 0
     assert head["argon2_parallel_per_s"] > 0
     load_steps = {name: s for name, s in steps.items() if isinstance(s, dict) and "by_op" in s}
-    assert {"floor_events_max_0", "service_events_max_0", "service_events_max_small", "events_open_50",
+    assert {"floor_events_max_0", "floor_open_50", "service_events_max_0", "service_events_max_small", "events_open_50",
             "events_open_80", "full_max", "full_open_50", "full_open_80", "logins_max", "long_run"} <= set(load_steps)
     for name, step in load_steps.items():
         assert step["requests"] > 0, name
@@ -121,6 +121,12 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
         assert step["config"]["rate"] == pytest.approx(events_max * share / 100, abs=0.01)
     assert head["events_latency_at_50"] == load_steps["events_open_50"]["latency"]
     assert head["events_p99_at_50_met"] is (head["events_latency_at_50"]["p99_ms"] <= TARGET_P99_MS)
+    # The floor's own latency at half its measured max, the reference for the service's.
+    floor = load_steps["floor_open_50"]
+    assert floor["config"]["mode"] == "open"
+    assert floor["config"]["rate"] == pytest.approx(head["floor_events_per_s"][0] / 2, abs=0.01)
+    assert head["floor_latency_at_50"] == floor["latency"]
+    assert head["floor_achieved_at_50_per_s"] == floor["ok_per_s"]
     assert load_steps["long_run"]["rss"]["workers"], "worker RSS was sampled"
     assert len(load_steps["long_run"]["rss"]["workers"]) == results["plan"]["workers"]
 
@@ -142,7 +148,8 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     assert "| Service / floor (medians) |" in report
     assert "| Event mix alone (scored events, no login checks) at 50%" in report
     assert "## Latency by operation in the open-loop steps" in report
-    assert "| events_open_50 |" in report and "| full_open_50 |" in report
+    assert "| Floor, event mix at 50% of its max" in report
+    assert "| events_open_50 |" in report and "| full_open_50 |" in report and "| floor_open_50 |" in report
     assert "gunicorn" in report
 
 
