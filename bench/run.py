@@ -510,8 +510,8 @@ def run_backend(ctx: Context) -> None:
     # Both apps stay up (idle while the other is measured), so each starts once and the long run sees
     # workers that have already served every step before it, as a long-lived deployment would.
     with gunicorn(ctx, FLOOR_APP, "floor") as floor, gunicorn(ctx, SERVICE_APP, "service") as server:
-        print("[3/7] floor vs service on the event mix (alternating), then the service at 50% and 80% of "
-              "its max on it (open loop)", flush=True)
+        print("[3/7] floor vs service on the event mix (alternating), then the floor at 50% and the service at "
+              "50% and 80% of their max on it (open loop)", flush=True)
         for n in range(plan.repeats):
             loadgen(ctx, floor, f"floor_events_max_{n}", mode="closed", mix="events")
             steps.setdefault("floor_rows_deleted", []).append(delete_floor_rows(big.engine))
