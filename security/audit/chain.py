@@ -68,16 +68,19 @@ class ChainBreak:
 
 
 def verify_chain(
-    records: Iterable[ChainRecord], *, head_seq: int, head_hash: str
+    records: Iterable[ChainRecord], *, head_seq: int, head_hash: str, after: tuple[int, str] = (0, GENESIS_HASH)
 ) -> tuple[int, ChainBreak | None]:
     """Walk the chain in ``seq`` order. Return (entries checked, first break or None).
 
     Detects an edited entry (its hash no longer matches), a deleted one (a gap in ``seq`` or a
     ``prev_hash`` that names a missing entry), reordering (links that do not match) and a truncated tail
     (the head names an entry that is gone).
+
+    ``after``: (seq, hash) of an entry verified before; ``records`` are the entries after it, which must
+    link onto it. Entries up to it are taken as verified, not checked again.
     """
-    expected_seq = 1
-    prev_hash = GENESIS_HASH
+    expected_seq = after[0] + 1
+    prev_hash = after[1]
     checked = 0
     for record in records:
         if record.seq != expected_seq:
@@ -100,7 +103,7 @@ def verify_chain(
         prev_hash = record.hash
         expected_seq += 1
         checked += 1
-    if checked != head_seq or prev_hash != head_hash:
-        problem = f"chain ends at entry {checked} but the head names entry {head_seq} (tail deleted)"
-        return checked, ChainBreak(checked + 1, problem)
+    if expected_seq - 1 != head_seq or prev_hash != head_hash:
+        problem = f"chain ends at entry {expected_seq - 1} but the head names entry {head_seq} (tail deleted)"
+        return checked, ChainBreak(expected_seq, problem)
     return checked, None

@@ -149,8 +149,8 @@ def pending_count(session: Session) -> int:
     return len(session.info.get(_PENDING_KEY, []))
 
 
-def _records(session: Session, batch: int = 1000) -> Iterator[ChainRecord]:
-    last = 0
+def _records(session: Session, *, after: int = 0, batch: int = 1000) -> Iterator[ChainRecord]:
+    last = after
     while True:
         entries = session.scalars(
             select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
@@ -174,8 +174,18 @@ def _records(session: Session, batch: int = 1000) -> Iterator[ChainRecord]:
         session.expunge_all()
 
 
-def verify_audit_log(session: Session) -> tuple[int, ChainBreak | None]:
-    """Check the whole chain; return (entries verified, first break or None)."""
+def chain_head(session: Session) -> tuple[int, str]:
+    """(seq, hash) of the newest committed entry ((0, the genesis hash) while the log is empty)."""
     head = session.get(AuditHead, HEAD_ROW_ID)
-    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-    return verify_chain(_records(session), head_seq=head_seq, head_hash=head_hash)
+    return (head.seq, head.hash) if head else (0, GENESIS_HASH)
+
+
+def verify_audit_log(session: Session, *, after: tuple[int, str] | None = None) -> tuple[int, ChainBreak | None]:
+    """Check the whole chain; return (entries verified, first break or None).
+
+    ``after``: a :func:`chain_head` read earlier, whose entries were verified then; only the entries
+    since are checked, and they must link onto it.
+    """
+    head_seq, head_hash = chain_head(session)
+    start = after or (0, GENESIS_HASH)
+    return verify_chain(_records(session, after=start[0]), head_seq=head_seq, head_hash=head_hash, after=start)

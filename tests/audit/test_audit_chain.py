@@ -11,7 +11,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from security.audit.chain import GENESIS_HASH, ChainRecord, entry_hash, verify_chain
-from security.audit.services import AuditLog, pending_count, verify_audit_log
+from security.audit.services import AuditLog, chain_head, pending_count, verify_audit_log
 from tests.conftest import START
 
 
@@ -77,6 +77,38 @@ def test_tail_deletion_is_detected(db_session, connection, clock):
     checked, broken = verify_audit_log(db_session)
     assert checked == 3
     assert "tail deleted" in broken.problem
+
+
+def test_a_check_from_a_verified_head_reads_only_the_entries_since(db_session, connection, clock):
+    record_n(db_session, clock, 3)
+    assert verify_audit_log(db_session) == (3, None)
+    verified = chain_head(db_session)
+    assert verified[0] == 3
+    record_n(db_session, clock, 2)
+    assert verify_audit_log(db_session, after=verified) == (2, None)
+    assert verify_audit_log(db_session, after=chain_head(db_session)) == (0, None)
+    # An edit since the head is caught; one before it is left to the whole chain's check.
+    with tampering(connection):
+        connection.execute(text("UPDATE audit_entries SET actor = 'mallory' WHERE seq IN (2, 5)"))
+    checked, broken = verify_audit_log(db_session, after=verified)
+    assert (checked, broken.seq) == (1, 5) and "edited" in broken.problem
+    checked, broken = verify_audit_log(db_session)
+    assert (checked, broken.seq) == (1, 2)
+
+
+def test_entries_since_a_head_must_link_onto_it(db_session, connection, clock):
+    record_n(db_session, clock, 4)
+    with tampering(connection):
+        connection.execute(text("DELETE FROM audit_entries WHERE seq = 3"))
+    checked, broken = verify_audit_log(db_session, after=(2, "f" * 64))
+    assert (checked, broken.seq) == (0, 3) and "missing" in broken.problem
+    # A head that names another hash than the stored entry's: the next entry does not link onto it.
+    record = ChainRecord(2, START, "a", "x", "t", "1", {}, None, "0" * 64, "0" * 64)
+    checked, broken = verify_chain([record], head_seq=2, head_hash="0" * 64, after=(1, "e" * 64))
+    assert (checked, broken.seq) == (0, 2) and "deleted or reordered" in broken.problem
+    # Entries deleted after the head: the stored head names fewer entries than were verified.
+    _, broken = verify_chain([], head_seq=1, head_hash="0" * 64, after=(2, "0" * 64))
+    assert broken is not None and "tail deleted" in broken.problem
 
 
 def test_reordering_is_detected(db_session, connection, clock):

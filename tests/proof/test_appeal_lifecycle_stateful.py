@@ -59,7 +59,7 @@ from security.appeals.states import (
 )
 from security.appeals.views import POLICY_KEY
 from security.audit.models import AuditEntry
-from security.audit.services import AuditLog, verify_audit_log
+from security.audit.services import AuditLog, chain_head, verify_audit_log
 from security.credentials import totp
 from security.crypto import SecretBox
 from security.delivery.events import schema_problems
@@ -176,6 +176,9 @@ class AppealLifecycle(RuleBasedStateMachine):
         self.appeal_ids: list[str] = []
         self.refs: list[AppealRef] = []
         self.passwords = (f"copper-lantern-meadow-{n}-{tag[:4]}" for n in itertools.count())
+        # The audit chain as verified so far (every example shares the world's database, so the chain
+        # grows over the whole run; each step checks its own entries, each example's end all of them).
+        self.audit_verified = chain_head(self.session)
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -800,6 +803,13 @@ class AppealLifecycle(RuleBasedStateMachine):
 
     @invariant()
     def audit_chain_verifies(self) -> None:
+        """The step's entries link onto the chain verified before it."""
+        _, broken = verify_audit_log(self.session, after=self.audit_verified)
+        assert broken is None, broken
+        self.audit_verified = chain_head(self.session)
+
+    def teardown(self) -> None:
+        """The whole chain, again: an entry that a later step rewrote is caught in its example too."""
         _, broken = verify_audit_log(self.session)
         assert broken is None, broken
 
