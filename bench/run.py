@@ -879,10 +879,18 @@ def markdown(ctx: Context, head: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PARTIAL_RUNS: Final = ("--sizes-only", "--compare-only", "--logins-only")
+"""Runs of some steps only, which write ``results.json`` and no ``report.md``."""
+
+
 def render(directory: Path, args: argparse.Namespace) -> int:
     """Re-write ``report.md`` from a finished run's ``results.json`` (e.g. after the report format changed)."""
     data = json.loads((directory / "results.json").read_text())
     saved = data["meta"]["command"].split(" -m bench.run ", 1)[-1].split()
+    partial = [flag for flag in PARTIAL_RUNS if flag in saved]
+    if partial:
+        raise SystemExit(f"{directory} holds a {partial[0]} run: report.md is written for full runs only; "
+                         "its numbers are in results.json")
     args.backend = "sqlite" if "sqlite" in saved else "postgresql"
     args.smoke = "--smoke" in saved
     ctx = Context(args=args, plan=Plan(**data["plan"]), out=directory, env={}, seed=args.seed,

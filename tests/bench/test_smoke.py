@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 pytest.importorskip("security.risk.views", reason="the risk endpoints are not merged yet")
 
-from bench.run import TARGET_P99_MS  # noqa: E402
+from bench.run import TARGET_P99_MS, main  # noqa: E402
 from bench.stats import percentile, summarize  # noqa: E402
 from bench.workload import FULL_MIX, PATHS, Workload, parse_mix  # noqa: E402
 
@@ -188,3 +188,13 @@ def test_sizes_only_smoke_compares_databases_that_start_alike(tmp_path: Path) ->
         costs = head[f"cpu_per_event_vs_loadgen_{label}"]
         assert len(costs) == 2 and all(c > 0 for c in costs), costs
     assert head["cpu_per_event_drift"] > -1
+
+
+@pytest.mark.parametrize("flag", ["--compare-only", "--sizes-only", "--logins-only"])
+def test_render_refuses_a_partial_run_by_name(tmp_path: Path, flag: str) -> None:
+    # Such runs write results.json only; --render used to stop on a KeyError for a step they never ran.
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {
+        "command": f".venv/bin/python -m bench.run --backend postgresql {flag} --duration 30"}}))
+    with pytest.raises(SystemExit, match=f"holds a {flag} run: report.md is written for full runs only"):
+        main(["--render", str(tmp_path)])
+    assert not (tmp_path / "report.md").exists()
