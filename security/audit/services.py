@@ -175,8 +175,9 @@ def _records(session: Session, *, after: int = 0, batch: int = 1000) -> Iterator
 
 
 def chain_head(session: Session) -> tuple[int, str]:
-    """(seq, hash) of the newest committed entry ((0, the genesis hash) while the log is empty)."""
-    head = session.get(AuditHead, HEAD_ROW_ID)
+    """(seq, hash) of the newest committed entry ((0, the genesis hash) while the log is empty), read
+    from the database even when the session holds the row already (other sessions move it)."""
+    head = session.get(AuditHead, HEAD_ROW_ID, populate_existing=True)
     return (head.seq, head.hash) if head else (0, GENESIS_HASH)
 
 

@@ -11,8 +11,9 @@ from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from security.audit.chain import GENESIS_HASH, ChainRecord, entry_hash, verify_chain
-from security.audit.services import AuditLog, chain_head, pending_count, verify_audit_log
-from tests.conftest import START
+from security.audit.models import AuditHead
+from security.audit.services import HEAD_ROW_ID, AuditLog, chain_head, pending_count, verify_audit_log
+from tests.conftest import START, joined_session
 
 
 def record_n(session: Session, clock, n: int) -> None:
@@ -94,6 +95,17 @@ def test_a_check_from_a_verified_head_reads_only_the_entries_since(db_session, c
     assert (checked, broken.seq) == (1, 5) and "edited" in broken.problem
     checked, broken = verify_audit_log(db_session)
     assert (checked, broken.seq) == (1, 2)
+
+
+def test_the_head_is_read_afresh_when_another_session_moved_it(db_session, connection, clock):
+    record_n(db_session, clock, 2)
+    held = db_session.get(AuditHead, HEAD_ROW_ID)  # the session holds the head row (as a caller might)
+    assert held is not None and held.seq == 2
+    other = joined_session(connection)
+    record_n(other, clock, 3)
+    other.close()
+    assert chain_head(db_session)[0] == 5
+    assert verify_audit_log(db_session) == (5, None)
 
 
 def test_entries_since_a_head_must_link_onto_it(db_session, connection, clock):
