@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 GENESIS_HASH = "0" * 64
+EMPTY_HEAD = (0, GENESIS_HASH)
+"""(seq, hash) of the head of an empty chain."""
 
 
 def canonical_json(value: Any) -> str:
@@ -68,7 +70,7 @@ class ChainBreak:
 
 
 def verify_chain(
-    records: Iterable[ChainRecord], *, head_seq: int, head_hash: str, after: tuple[int, str] = (0, GENESIS_HASH)
+    records: Iterable[ChainRecord], *, head_seq: int, head_hash: str, after: tuple[int, str] = EMPTY_HEAD
 ) -> tuple[int, ChainBreak | None]:
     """Walk the chain in ``seq`` order. Return (entries checked, first break or None).
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
-from security.audit.chain import GENESIS_HASH, ChainBreak, ChainRecord, entry_hash, verify_chain
+from security.audit.chain import EMPTY_HEAD, ChainBreak, ChainRecord, entry_hash, verify_chain
 from security.audit.models import AuditEntry, AuditHead
 from security.clock import Clock
 
@@ -178,15 +178,14 @@ def chain_head(session: Session) -> tuple[int, str]:
     """(seq, hash) of the newest committed entry ((0, the genesis hash) while the log is empty), read
     from the database even when the session holds the row already (other sessions move it)."""
     head = session.get(AuditHead, HEAD_ROW_ID, populate_existing=True)
-    return (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    return (head.seq, head.hash) if head else EMPTY_HEAD
 
 
-def verify_audit_log(session: Session, *, after: tuple[int, str] | None = None) -> tuple[int, ChainBreak | None]:
+def verify_audit_log(session: Session, *, after: tuple[int, str] = EMPTY_HEAD) -> tuple[int, ChainBreak | None]:
     """Check the whole chain; return (entries verified, first break or None).
 
     ``after``: a :func:`chain_head` read earlier, whose entries were verified then; only the entries
     since are checked, and they must link onto it.
     """
     head_seq, head_hash = chain_head(session)
-    start = after or (0, GENESIS_HASH)
-    return verify_chain(_records(session, after=start[0]), head_seq=head_seq, head_hash=head_hash, after=start)
+    return verify_chain(_records(session, after=after[0]), head_seq=head_seq, head_hash=head_hash, after=after)
