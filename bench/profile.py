@@ -10,14 +10,17 @@
 For every operation of the mix it sends ``--requests`` requests through Flask's test client (no HTTP, no
 gunicorn: the application's own cost), and reports wall and CPU milliseconds per request, the CPU the
 local PostgreSQL server used per request (all its processes), the SQL statements per request and the time
-spent inside the database driver. ``--cprofile N`` adds the N most expensive functions (cumulative). A
-load run tells the throughput; this tells what to change.
+spent inside the database driver, and the garbage collector's passes during the measured requests per
+generation (how many, and the longest in ms: a pass holds the GIL, so a long one is a pause for every
+request of that process). ``--cprofile N`` adds the N most expensive functions (cumulative). A load run
+tells the throughput; this tells what to change.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -39,6 +42,32 @@ def postgres_cpu_seconds() -> float:
     tick = os.sysconf("SC_CLK_TCK")
     return sum((int(fields[11]) + int(fields[12])) / tick for _, name, fields in processes()
                if name.startswith("postgres"))
+
+
+class GcPauses:
+    """The garbage collector's passes while installed: per generation, how many and the longest (ms)."""
+
+    def __init__(self) -> None:
+        self.passes: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.passes[info["generation"]].append((time.perf_counter() - self._started) * 1000)
+
+    def summary(self) -> dict[str, list[float]]:
+        """``{"gen0": [passes, longest ms], ...}``."""
+        return {f"gen{generation}": [len(passes), round(max(passes, default=0.0), 2)]
+                for generation, passes in self.passes.items()}
 
 
 def measure(app: Any, key: str, op: str, requests: int, seed: int, accounts: int,
@@ -71,10 +100,11 @@ def measure(app: Any, key: str, op: str, requests: int, seed: int, accounts: int
     wall, cpu = time.perf_counter(), time.process_time()
     if profile:
         profile.enable()
-    for _ in range(requests):
-        request = work.next(utc_now())
-        status = client.post(request.path, json=request.body, headers=headers).status_code
-        statuses[status] = statuses.get(status, 0) + 1
+    with GcPauses() as pauses:
+        for _ in range(requests):
+            request = work.next(utc_now())
+            status = client.post(request.path, json=request.body, headers=headers).status_code
+            statuses[status] = statuses.get(status, 0) + 1
     if profile:
         profile.disable()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -85,7 +115,7 @@ def measure(app: Any, key: str, op: str, requests: int, seed: int, accounts: int
             "wall_ms": round(wall * 1000 / requests, 2), "cpu_ms": round(cpu * 1000 / requests, 2),
             "postgres_cpu_ms": round(server_cpu * 1000 / requests, 2),
             "statements": round(stats["statements"] / requests, 1),
-            "db_ms": round(stats["db_s"] * 1000 / requests, 2)}
+            "db_ms": round(stats["db_s"] * 1000 / requests, 2), "gc": pauses.summary()}
 
 
 def main(argv: list[str] | None = None) -> int:

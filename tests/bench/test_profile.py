@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ast
+import gc
 
-from bench.profile import main
+from bench.profile import GcPauses, main
 
 
 def test_profile_measures_every_operation_and_the_floor(tmp_path, capsys) -> None:
@@ -18,5 +19,17 @@ def test_profile_measures_every_operation_and_the_floor(tmp_path, capsys) -> Non
         assert line["status"] == {200: 4}, line
         assert line["statements"] >= 1
         assert line["cpu_ms"] > 0
+        assert set(line["gc"]) == {"gen0", "gen1", "gen2"}
     # The floor inserts one row (SQLite also counts its BEGIN IMMEDIATE); the service does far more.
     assert measured[("floor", "tx")]["statements"] <= 2 < measured[("service", "tx")]["statements"]
+
+
+def test_gc_pauses_counts_the_passes_while_installed_and_only_then() -> None:
+    with GcPauses() as pauses:
+        gc.collect(0)
+        gc.collect()
+    gc.collect()  # after the block: not counted
+    summary = pauses.summary()
+    assert summary["gen0"][0] >= 1 and summary["gen2"][0] == 1
+    assert summary["gen2"][1] > 0  # a full pass takes some time
+    assert pauses._callback not in gc.callbacks
