@@ -11,6 +11,7 @@ and keeps connections until every worker holds the same number; the surplus is c
 from __future__ import annotations
 
 import asyncio
+import http.client
 import math
 import os
 import time
@@ -65,6 +66,49 @@ def owner_of(client_port: int, server_port: int, workers: Sequence[int]) -> int 
     """The worker holding the server's end of the connection from ``client_port``, if one accepted it."""
     inode = server_side_inodes(server_port).get(client_port)
     return None if inode is None else socket_owners(workers).get(inode)
+
+
+def answered_by(port: int, workers: Sequence[int], path: str = "/healthz") -> int | None:
+    """GET ``path`` on a new keep-alive connection to 127.0.0.1:``port``: the worker that accepted it and
+    answered 200, or None (no answer, another status, or the connection not found among ``workers``)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=ACCEPT_WAIT_S)
+    try:
+        connection.connect()
+        local_port = connection.sock.getsockname()[1]
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:  # noqa: PLR2004 - HTTP OK
+            return None
+        return owner_of(local_port, port, workers)  # the server keeps the connection: still established
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def wait_for_every_worker(port: int, workers: Callable[[], list[int]], count: int, *, timeout_s: float,
+                          path: str = "/healthz") -> list[int]:
+    """Wait until ``count`` workers (``workers()`` lists their pids now) have each answered ``path`` on a
+    connection it accepted itself, and return their pids.
+
+    A pre-fork server answers as soon as its first worker is up, while the others may still be importing
+    the app; connections opened then all land on the first one, so a load step would start unbalanced.
+    Raises TimeoutError naming the workers that did not answer within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    answered: set[int] = set()
+    pids: list[int] = []
+    while time.monotonic() < deadline:
+        pids = workers()
+        if len(pids) == count:
+            owner = answered_by(port, pids, path)
+            if owner is not None:
+                answered.add(owner)
+            if answered >= set(pids):
+                return pids
+        time.sleep(0.02)
+    raise TimeoutError(f"workers {sorted(set(pids) - answered)} of {pids} (wanted {count}) did not answer "
+                       f"{path} within {timeout_s:g} s")
 
 
 @dataclass

@@ -50,7 +50,8 @@ from typing import Any, Final
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from bench.stats import cpu_seconds
+from bench.balance import wait_for_every_worker
+from bench.stats import children_of, cpu_seconds
 from bench.workload import PATHS
 
 ROOT: Final = Path(__file__).absolute().parent.parent
@@ -194,7 +195,7 @@ def gunicorn(ctx: Context, app: str, name: str) -> Iterator[Server]:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
-        wait_ready(server)
+        wait_ready(server, workers=ctx.plan.workers)
         yield server
     finally:
         process.send_signal(signal.SIGTERM)
@@ -205,7 +206,8 @@ def gunicorn(ctx: Context, app: str, name: str) -> Iterator[Server]:
             process.wait()
 
 
-def wait_ready(server: Server) -> None:
+def wait_ready(server: Server, *, workers: int) -> None:
+    """Until the server answers, then until every one of its ``workers`` has answered on its own."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -213,11 +215,19 @@ def wait_ready(server: Server) -> None:
         try:
             with urllib.request.urlopen(server.base_url + "/healthz", timeout=2) as response:  # noqa: S310
                 if response.status == 200:  # noqa: PLR2004 - HTTP OK
-                    return
+                    break
         except OSError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"gunicorn did not answer within {START_TIMEOUT_S} s; log:\n{server.log.read_text()[-3000:]}")
+    else:
+        raise RuntimeError(f"gunicorn did not answer within {START_TIMEOUT_S} s; log:\n"
+                           f"{server.log.read_text()[-3000:]}")
+    port = int(server.base_url.rpartition(":")[2])
+    try:
+        wait_for_every_worker(port, lambda: children_of(server.pid), workers,
+                              timeout_s=max(deadline - time.monotonic(), 1.0))
+    except TimeoutError as exc:
+        raise RuntimeError(f"{exc}; log:\n{server.log.read_text()[-3000:]}") from exc
 
 
 def loadgen(ctx: Context, server: Server, name: str, *, mode: str, mix: str, key: str = "",

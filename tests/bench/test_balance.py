@@ -7,11 +7,12 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from bench.balance import balanced, owner_of
+from bench.balance import answered_by, balanced, owner_of, wait_for_every_worker
 from bench.rawhttp import RawClient
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
@@ -116,3 +117,77 @@ def test_gives_up_after_the_attempt_limit_and_says_so(monkeypatch: pytest.Monkey
     report, surplus = asyncio.run(scenario())
     assert report == {"connections_per_worker": [2, 0], "connect_attempts": 10, "unplaced": 0}
     assert surplus == 8
+
+
+def _answer_http(listener: socket.socket, start_after_s: float) -> None:  # pragma: no cover - a child
+    """A worker that starts accepting after ``start_after_s`` (a slow boot), answers one GET per
+    connection with 200 and keeps the connection open, as a keep-alive server does."""
+    time.sleep(start_after_s)
+    held = []
+    while True:
+        connection, _ = listener.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            request += chunk
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        held.append(connection)
+
+
+@pytest.fixture
+def http_prefork() -> Iterator[Callable[[list[float]], tuple[int, list[int]]]]:
+    """Start HTTP workers on one shared listening socket, one per boot delay given; yields the starter."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    pids: list[int] = []
+
+    def start(delays: list[float]) -> tuple[int, list[int]]:
+        for delay in delays:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    _answer_http(listener, delay)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        return listener.getsockname()[1], list(pids)
+
+    try:
+        yield start
+    finally:
+        listener.close()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_answered_by_names_the_worker_that_answered(http_prefork) -> None:
+    port, workers = http_prefork([0.0, 0.0])
+    assert answered_by(port, workers) in workers
+    assert answered_by(port, [os.getpid()]) is None  # not among the given workers
+
+
+def test_waits_for_a_worker_that_boots_late(http_prefork) -> None:
+    """The first worker answers at once; the second starts accepting 0.8 s later. Until then every
+    connection lands on the first, so the wait must not end at the first answer."""
+    port, workers = http_prefork([0.0, 0.8])
+    started = time.monotonic()
+    assert wait_for_every_worker(port, lambda: workers, 2, timeout_s=20) == workers
+    assert time.monotonic() - started >= 0.7
+
+
+def test_names_the_worker_that_never_answers(http_prefork) -> None:
+    port, workers = http_prefork([0.0, 3600.0])
+    with pytest.raises(TimeoutError) as raised:
+        wait_for_every_worker(port, lambda: workers, 2, timeout_s=1.0)
+    assert f"workers [{workers[1]}]" in str(raised.value)
+
+
+def test_waits_until_the_server_has_all_its_workers(http_prefork) -> None:
+    """Fewer worker processes than expected (the master has not forked them all yet) is not ready."""
+    port, workers = http_prefork([0.0])
+    with pytest.raises(TimeoutError, match="wanted 2"):
+        wait_for_every_worker(port, lambda: workers, 2, timeout_s=0.5)
