@@ -182,10 +182,10 @@ def chain_head(session: Session) -> tuple[int, str]:
 
 
 def verify_audit_log(session: Session, *, after: tuple[int, str] = EMPTY_HEAD) -> tuple[int, ChainBreak | None]:
-    """Check the whole chain; return (entries verified, first break or None).
+    """Check the chain against its stored head; return (entries verified, first break or None).
 
-    ``after``: a :func:`chain_head` read earlier, whose entries were verified then; only the entries
-    since are checked, and they must link onto it.
+    By default the whole chain. ``after``: a :func:`chain_head` read earlier, whose entries were verified
+    then; only the entries since are checked, and they must link onto it.
     """
     head_seq, head_hash = chain_head(session)
     return verify_chain(_records(session, after=after[0]), head_seq=head_seq, head_hash=head_hash, after=after)
